@@ -1,0 +1,137 @@
+"""Step `model_training`: ingested dataset -> a new registered model version in the store.
+
+task=tabular: scikit-learn Pipeline (StandardScaler + LogisticRegression), fixed seed,
+validation metrics on a stratified hold-out. task=nlu: joint intent + slot fine-tune of a
+small pretrained encoder (02_training/nlu_model.py). Either way the model is logged as an
+MLflow model with signature and input example, registered as a new version of
+`task.model_name`, and copied into `models/versions/<name>-v<N>/` (never over an old one).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from utils.hashing import sha256_file
+from utils.model_store import ModelStore, version_id
+from utils.paths import StatePaths
+from utils.step_config import TaskConfig
+from utils.step_runner import run_step
+from utils.tracking import flatten
+
+log = logging.getLogger("model_training")
+
+
+@dataclass
+class TrainingConfig:
+    state_dir: str = "???"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    # the task's hyperparameters (utils/conf/task/<task>.yaml `training:`), typed per task below
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TabularParams:
+    C: float = 1.0
+    max_iter: int = 1000
+    solver: str = "lbfgs"
+    class_weight: str | None = None
+    seed: int = 42
+    validation_fraction: float = 0.2
+
+
+def classification_metrics(y_true: Any, y_pred: Any, y_score: Any) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    metrics = {"f1": f1_score(y_true, y_pred, zero_division=0),
+               "precision": precision_score(y_true, y_pred, zero_division=0),
+               "recall": recall_score(y_true, y_pred, zero_division=0),
+               "accuracy": accuracy_score(y_true, y_pred)}
+    if len(set(y_true)) > 1:
+        metrics["roc_auc"] = roc_auc_score(y_true, y_score)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
+    """Fit the Pipeline, log and register it; return (model info, validation metrics)."""
+    from omegaconf import OmegaConf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    task = config.task
+    params: TabularParams = OmegaConf.to_object(OmegaConf.merge(
+        OmegaConf.structured(TabularParams), config.training))  # type: ignore[assignment]
+    frame = pd.read_csv(data_path, dtype={task.id_column: str})
+    features = frame[task.feature_columns].astype(float)
+    labels = frame[task.label_column].astype(int)
+    stratify = labels if labels.value_counts().min() >= 2 else None
+    x_train, x_val, y_train, y_val = train_test_split(
+        features, labels, test_size=params.validation_fraction, random_state=params.seed,
+        stratify=stratify)
+    pipeline = Pipeline([
+        ("scale", StandardScaler()),
+        ("model", LogisticRegression(C=params.C, max_iter=params.max_iter, solver=params.solver,
+                                     class_weight=params.class_weight, random_state=params.seed)),
+    ])
+    pipeline.fit(x_train, y_train)
+    metrics = classification_metrics(y_val, pipeline.predict(x_val), pipeline.predict_proba(x_val)[:, 1])
+    mlflow.log_params({**flatten("training", vars(params)), "rows_train": len(x_train),
+                       "rows_validation": len(x_val)})
+    mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
+
+    signature = infer_signature(x_train, pipeline.predict(x_train))
+    info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
+                                    input_example=x_train.head(3),
+                                    registered_model_name=task.model_name)
+    return info, metrics
+
+
+def go(config: TrainingConfig) -> int:
+    paths = StatePaths.of(config.state_dir)
+    task = config.task
+    data_path = paths.finaldata_csv if task.name == "tabular" else paths.finaldata_jsonl
+    if not data_path.is_file():
+        log.error("no ingested dataset at %s: run the data_ingestion step first", data_path)
+        return 2
+    data_sha = sha256_file(data_path)
+    mlflow.set_tags({"pipeline.task": task.name, "pipeline.data_sha256": data_sha})
+
+    if task.name == "tabular":
+        info, metrics = train_tabular(config, data_path)
+    elif task.name == "nlu":
+        from nlu_training import train_nlu_step  # 02_training/nlu_training.py
+
+        info, metrics = train_nlu_step(config, data_path)
+    else:
+        log.error("unknown task.name %r: expected tabular or nlu", task.name)
+        return 2
+
+    version = version_id(task.model_name, info.registered_model_version)
+    run = mlflow.active_run()
+    store = ModelStore(paths.models_dir)
+    # the store holds exactly the registered artifact, downloaded back from the tracking server
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp))
+        store.add_version(version, model_dir, {
+            "model_name": task.model_name, "registry_version": int(info.registered_model_version),
+            "run_id": run.info.run_id if run else None, "task": task.name,
+            "data_sha256": data_sha, "validation_metrics": metrics, "model_uri": info.model_uri})
+    mlflow.set_tag("pipeline.model_version", version)
+    mlflow.MlflowClient().set_model_version_tag(task.model_name, str(info.registered_model_version),
+                                                "store_version", version)
+    log.info("registered %s version %s -> %s (validation %s)", task.model_name,
+             info.registered_model_version, store.version_dir(version),
+             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_step(__doc__.splitlines()[0], TrainingConfig, go)

@@ -1,0 +1,164 @@
+"""Step `model_deployment`: gate the candidate against the champion, then swap atomically.
+
+Gate: deploy when candidate score >= champion score - `deployment.tolerance` (scores from
+`latestscore.txt`, same test data), or always with `deployment.force=true`. Deploying points
+`models/production` at the version folder (new symlink + os.replace), appends to
+`models/deployments.jsonl` and moves the registry alias `champion`.
+
+Also an operator CLI, without main.py:
+    python 04_deployment/deployment.py --rollback --state-dir /srv/mlops
+    python 04_deployment/deployment.py --status --state-dir /srv/mlops
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+
+from utils.model_store import ModelStore, ModelStoreError, parse_version_id
+from utils.paths import StatePaths
+from utils.step_config import TaskConfig, configure_logging
+from utils.step_runner import run_step
+from utils.tracking import absolute_tracking_uri, default_tracking_uri
+
+log = logging.getLogger("model_deployment")
+
+CHAMPION_ALIAS = "champion"
+
+
+@dataclass
+class DeploymentSection:
+    tolerance: float = 0.0
+    force: bool = False
+
+
+@dataclass
+class DeploymentConfig:
+    state_dir: str = "???"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    deployment: DeploymentSection = field(default_factory=DeploymentSection)
+    model_version: str | None = None   # candidate; None = newest of task.model_name
+
+
+def champion_version(store: ModelStore, model_name: str) -> str | None:
+    """The deployed version of this model: production if it is one of ours, else the alias."""
+    current = store.production_version()
+    if current and parse_version_id(current)[0] == model_name:
+        return current
+    import mlflow
+
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        return None
+    version = f"{model_name}-v{mv.version}"
+    return version if store.has_version(version) else None
+
+
+def set_champion_alias(version: str) -> None:
+    import mlflow
+
+    name, number = parse_version_id(version)
+    mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
+
+
+def decide(candidate_score: float, champion_score: float | None, tolerance: float,
+           force: bool) -> tuple[bool, str]:
+    """The gate, as a pure function so it is easy to test and to read."""
+    if force:
+        return True, "forced (deployment.force=true)"
+    if champion_score is None:
+        return True, "no champion yet"
+    if candidate_score >= champion_score - tolerance:
+        return True, f"candidate {candidate_score:.4f} >= champion {champion_score:.4f} - {tolerance}"
+    return False, f"candidate {candidate_score:.4f} < champion {champion_score:.4f} - {tolerance}"
+
+
+def go(config: DeploymentConfig) -> int:
+    import mlflow
+
+    paths = StatePaths.of(config.state_dir)
+    store = ModelStore(paths.models_dir)
+    task = config.task
+    candidate = config.model_version or store.latest_version(task.model_name)
+    if candidate is None or not store.has_version(candidate):
+        log.error("no candidate model version in %s: run model_training first", store.versions_dir)
+        return 2
+    candidate_score = store.read_score(candidate)
+    if candidate_score is None:
+        log.error("%s has no latestscore.txt: run model_scoring before model_deployment", candidate)
+        return 2
+    champion = champion_version(store, task.model_name)
+    champion_score = store.read_score(champion) if champion else None
+    mlflow.set_tags({"pipeline.model_version": candidate, "pipeline.champion": champion or ""})
+    mlflow.log_params({"candidate": candidate, "champion": champion, "tolerance": config.deployment.tolerance,
+                       "force": config.deployment.force})
+    mlflow.log_metric("candidate_score", candidate_score)
+    if champion_score is not None:
+        mlflow.log_metric("champion_score", champion_score)
+
+    if champion == candidate and store.production_version() == candidate:
+        log.info("%s is already in production: nothing to do", candidate)
+        mlflow.set_tag("pipeline.deployment", "unchanged")
+        return 0
+    deploy, reason = decide(candidate_score, champion_score, config.deployment.tolerance,
+                            config.deployment.force)
+    run = mlflow.active_run()
+    details = {"metric": task.primary_metric, "score": candidate_score, "champion": champion,
+               "champion_score": champion_score, "reason": reason,
+               "run_id": run.info.run_id if run else None}
+    if not deploy:
+        store.append_history({"event": "rejected", "version": candidate, **details})
+        mlflow.set_tag("pipeline.deployment", "rejected")
+        log.info("not deploying %s: %s; production stays %s", candidate, reason,
+                 store.production_version())
+        return 0
+    store.deploy(candidate, **details)
+    set_champion_alias(candidate)
+    mlflow.set_tag("pipeline.deployment", "deployed")
+    log.info("deployed %s (%s): %s", candidate, reason, store.production_link)
+    return 0
+
+
+def operator_cli(argv: list[str]) -> int:
+    """--rollback / --status for people and the API, outside any pipeline run."""
+    parser = argparse.ArgumentParser(description="Model store operations")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rollback", action="store_true", help="return production to the previous version")
+    group.add_argument("--status", action="store_true", help="print production version and history")
+    parser.add_argument("--state-dir", default=".", help="the pipeline's paths.state_dir")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: sqlite under the state dir)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    paths = StatePaths.of(args.state_dir)
+    store = ModelStore(paths.models_dir)
+    if args.status:
+        print(json.dumps({"production": store.production_version(),
+                          "rollback_to": store.rollback_target(),
+                          "history": store.history()[-10:]}, indent=2))
+        return 0
+    try:
+        event = store.rollback(source="cli")
+    except ModelStoreError as exc:
+        log.error("%s", exc)
+        return 1
+    import mlflow
+
+    mlflow.set_tracking_uri(absolute_tracking_uri(args.tracking_uri, paths.state_dir)
+                            if args.tracking_uri else default_tracking_uri(paths))
+    try:
+        set_champion_alias(event["version"])
+    except Exception as exc:  # the store is the source of truth; the alias follows when it can
+        log.warning("production rolled back, but the registry alias could not be moved: %s", exc)
+    print(f"rolled back: production is now {event['version']} (was {event['replaced']})")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--config" in sys.argv:
+        run_step(__doc__.splitlines()[0], DeploymentConfig, go)
+    else:
+        sys.exit(operator_cli(sys.argv[1:]))

@@ -1,0 +1,255 @@
+"""Pipeline entry point: config.yaml (Hydra) -> one MLflow project run per step.
+
+    python main.py                                   # whole chain, tabular task, default data
+    python main.py task=nlu "main.steps='model_training,model_scoring'"
+    mlflow run . -P steps=all -P hydra_options="task=tabular training.C=0.5"
+
+Each step is its own MLflow project (MLproject + conda.yml) in its folder and receives the
+config sections it declares as one resolved JSON file. Steps run in the order of STEPS, as
+nested runs under one parent run. A step whose inputs (data fingerprint, config, code) match
+a FINISHED run is reused instead of rerun (`main.reuse_runs`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from utils.hashing import sha256_file, sha256_json, sha256_tree  # noqa: E402
+from utils.ingest_record import scan_source_dir  # noqa: E402
+from utils.model_store import ModelStore  # noqa: E402
+from utils.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
+from utils.config import register_resolvers  # noqa: E402
+from utils.step_config import write_step_config  # noqa: E402
+
+log = logging.getLogger("pipeline")
+
+register_resolvers()
+
+
+class PipelineError(RuntimeError):
+    """A problem the user can fix; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    sections: tuple[str, ...]            # config keys handed to the step (dotted: "data.test_path")
+    takes_model_version: bool = False    # receives the version produced by model_training
+    fingerprint: Callable[[DictConfig, StatePaths], Any] | None = None  # None: never reused
+
+    @property
+    def folder(self) -> Path:
+        return REPO_ROOT / STEP_FOLDERS[self.name]
+
+
+def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
+    """Cheap identity of the raw data: names, sizes and mtimes (no hashing)."""
+    source = resolve_path(cfg.data.source_dir)
+    return [(e.path.name, e.size, e.mtime_ns) for e in scan_source_dir(source)]
+
+
+def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
+    data = paths.finaldata_csv if cfg.task.name == "tabular" else paths.finaldata_jsonl
+    return sha256_file(data) if data.is_file() else None
+
+
+def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
+    test = resolve_path(cfg.data.test_path)
+    if test.is_dir():
+        return sha256_tree([p for p in test.rglob("*") if p.is_file()], test)
+    return sha256_file(test) if test.is_file() else None
+
+
+# The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
+STEPS: tuple[Step, ...] = (
+    Step("data_ingestion", ("task", "data.source_dir"), fingerprint=source_fingerprint),
+    Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint),
+    Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
+         fingerprint=test_data_fingerprint),
+    Step("model_deployment", ("task", "deployment"), takes_model_version=True),
+)
+STEP_NAMES = [s.name for s in STEPS]
+
+
+def select_steps(spec: str) -> list[Step]:
+    """`all` or a comma list -> steps in chain order; unknown names fail at once."""
+    wanted = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not wanted:
+        raise PipelineError(f"main.steps is empty; valid steps: all, {', '.join(STEP_NAMES)}")
+    if wanted == ["all"]:
+        return list(STEPS)
+    unknown = [w for w in wanted if w not in STEP_NAMES]
+    if unknown:
+        raise PipelineError(f"unknown step(s) {', '.join(unknown)} in main.steps; "
+                            f"valid steps: all, {', '.join(STEP_NAMES)}")
+    return [s for s in STEPS if s.name in wanted]
+
+
+def step_config(step: Step, cfg: DictConfig, paths: StatePaths, model_version: str | None) -> dict:
+    """The resolved sections a step declares, with relative data paths made absolute."""
+    out: dict[str, Any] = {"state_dir": str(paths.state_dir)}
+    for key in step.sections:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if key in ("data.source_dir", "data.test_path"):
+            value = str(resolve_path(value))
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    if step.takes_model_version:
+        out["model_version"] = model_version
+    return out
+
+
+def code_version(step: Step) -> str:
+    """Hash of the step folder and utils/: a code change invalidates cached runs."""
+    files = [p for p in step.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files += [p for p in (REPO_ROOT / "utils").rglob("*")
+              if p.is_file() and p.suffix in {".py", ".yaml"}]
+    return sha256_tree(files, REPO_ROOT)
+
+
+def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]:
+    """Tracking URI (absolute) and the experiment id; under `mlflow run` reuse the CLI's run."""
+    import mlflow
+
+    from utils.tracking import absolute_tracking_uri, default_tracking_uri, ensure_experiment
+
+    if os.environ.get("MLFLOW_RUN_ID") and os.environ.get("MLFLOW_TRACKING_URI"):
+        # launched by `mlflow run .`: the parent run lives where the CLI put it
+        uri = absolute_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], Path.cwd())
+        mlflow.set_tracking_uri(uri)
+        run = mlflow.get_run(os.environ["MLFLOW_RUN_ID"])
+        return uri, run.info.experiment_id
+    uri = (absolute_tracking_uri(cfg.main.tracking_uri, REPO_ROOT) if cfg.main.tracking_uri
+           else default_tracking_uri(paths))
+    mlflow.set_tracking_uri(uri)
+    return uri, ensure_experiment(cfg.main.experiment_name, paths)
+
+
+def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelStore) -> Any | None:
+    """A FINISHED run of this step with the same cache key whose outputs still exist."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id], output_format="list", max_results=5,
+        filter_string=(f"tags.`pipeline.step` = '{step.name}' and "
+                       f"tags.`pipeline.cache_key` = '{cache_key}' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"])
+    for run in runs:
+        version = run.data.tags.get("pipeline.model_version")
+        if step.name == "model_training" and (not version or not store.has_version(version)):
+            continue
+        return run
+    return None
+
+
+def run_chain(cfg: DictConfig) -> int:
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    steps = select_steps(cfg.main.steps)
+    paths = StatePaths.of(cfg.paths.state_dir)
+    names = [s.name for s in steps]
+    if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
+        raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
+                            "set data.source_dir=<folder with the raw files>")
+    if "model_scoring" in names and not resolve_path(cfg.data.test_path).exists():
+        raise PipelineError(f"data.test_path {resolve_path(cfg.data.test_path)} does not exist: "
+                            "set data.test_path=<labelled test file or folder>")
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    uri, experiment_id = tracking_setup(cfg, paths)
+    os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
+    if cfg.main.env_manager == "local":
+        # steps run `python ...` from PATH: make that this interpreter (the venv) even if not activated
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    store = ModelStore(paths.models_dir)
+    log.info("pipeline: task=%s steps=%s state_dir=%s tracking=%s", cfg.task.name, ",".join(names),
+             paths.state_dir, uri)
+
+    model_version: str | None = None
+    reused: list[str] = []
+    started = time.monotonic()
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=f"pipeline-{cfg.task.name}") as parent:
+        mlflow.set_tags({"pipeline.kind": "parent", "pipeline.task": cfg.task.name,
+                         "pipeline.steps": ",".join(names)})
+        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        for step in steps:
+            section = step_config(step, cfg, paths, model_version)
+            key = sha256_json({"step": step.name, "config": section, "code": code_version(step),
+                               "inputs": step.fingerprint(cfg, paths) if step.fingerprint else None})
+            cached = (find_reusable(experiment_id, step, key, store)
+                      if cfg.main.reuse_runs and step.fingerprint else None)
+            t0 = time.monotonic()
+            if cached is not None:
+                run_id = cached.info.run_id
+                reused.append(step.name)
+                log.info("step %s: reused FINISHED run %s (same data, config and code)", step.name, run_id)
+            else:
+                config_file = write_step_config(
+                    paths.step_configs_dir / f"{step.name}-{key[:12]}.json", section)
+                log.info("step %s: running %s", step.name, step.folder.relative_to(REPO_ROOT))
+                try:
+                    submitted = mlflow.run(str(step.folder), "main", parameters={"config": str(config_file)},
+                                           env_manager=cfg.main.env_manager, experiment_id=experiment_id,
+                                           run_name=step.name, synchronous=True)
+                except ExecutionException as exc:
+                    mlflow.set_tag("pipeline.failed_step", step.name)
+                    raise PipelineError(f"step {step.name} failed ({exc}); its log is above, its run is "
+                                        "in MLflow. The deployed model is unchanged.") from exc
+                run_id = submitted.run_id
+                mlflow.MlflowClient().set_tag(run_id, "pipeline.step", step.name)
+                mlflow.MlflowClient().set_tag(run_id, "pipeline.cache_key", key)
+            mlflow.log_metric(f"duration_s.{step.name}", time.monotonic() - t0)
+            tags = mlflow.get_run(run_id).data.tags
+            if step.name == "model_training":
+                model_version = tags.get("pipeline.model_version")
+            mlflow.set_tag(f"pipeline.run.{step.name}", run_id)
+        mlflow.set_tag("pipeline.reused_steps", ",".join(reused))
+        parent_id = parent.info.run_id
+    print_summary(cfg, paths, uri, parent_id, reused, time.monotonic() - started)
+    return 0
+
+
+def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reused: list[str],
+                  seconds: float) -> None:
+    """What a person needs after a run: where to look, what is deployed, how good it is."""
+    store = ModelStore(paths.models_dir)
+    production = store.production_version()
+    score = store.read_score(production) if production else None
+    lines = [f"pipeline finished in {seconds:.1f} s (parent run {run_id})"]
+    if reused:
+        lines.append(f"reused steps:      {', '.join(reused)}")
+    lines.append(f"production model:  {production or 'none deployed'}"
+                 + (f" ({cfg.task.primary_metric} {score:.4f} on the test data)" if score is not None else ""))
+    if production:
+        lines.append(f"model folder:      {store.version_dir(production)}")
+    lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}")
+    print("\n".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def go(cfg: DictConfig) -> None:
+    try:
+        sys.exit(run_chain(cfg))
+    except PipelineError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    go()

@@ -1,0 +1,78 @@
+"""How a step receives its configuration: one resolved JSON file, typed by a dataclass.
+
+main.py writes the config sections a step needs to a file and passes its path as the
+step's only MLflow parameter. The step declares the shape it expects once, as a dataclass,
+and loads the file through OmegaConf's structured configs, which reject unknown keys and
+wrong types with the offending key in the message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class StepConfigError(ValueError):
+    """The step's config file is missing or does not match what the step declares."""
+
+
+@dataclass
+class TaskConfig:
+    """The `task` config group (utils/conf/task/*.yaml), shared by every step."""
+
+    name: str = "tabular"
+    model_name: str = "attrition_model"
+    primary_metric: str = "f1"
+    # tabular
+    id_column: str | None = None
+    label_column: str | None = None
+    label_values: list[Any] = field(default_factory=list)
+    features: dict[str, Any] = field(default_factory=dict)
+    # nlu
+    encoder: str | None = None
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.features)
+
+
+def load_step_config(path: str | Path, schema: type[T]) -> T:
+    """Load a step config file into ``schema``; errors name the file and the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepConfigError(f"step config file not found: {path} (main.py writes it; "
+                              "run the step through main.py or pass --config)")
+    try:
+        raw = json.loads(path.read_text())
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(raw))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except (json.JSONDecodeError, OmegaConfBaseException) as exc:
+        raise StepConfigError(f"invalid step config {path}: {exc}") from exc
+
+
+def write_step_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write a resolved step config (JSON, stable key order) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def step_argument_parser(description: str) -> argparse.ArgumentParser:
+    """The CLI every step shares: one --config file written by main.py."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True,
+                        help="JSON file with the step's resolved config sections (written by main.py)")
+    return parser
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One log format for every step process."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

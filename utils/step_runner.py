@@ -1,0 +1,34 @@
+"""The shared `main()` of every step: parse --config, load it typed, run inside the MLflow run.
+
+Under `mlflow.run` the run already exists (MLFLOW_RUN_ID); `mlflow.start_run()` resumes it.
+A step returns an exit code; non-zero marks the run FAILED so the pipeline stops there.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, TypeVar
+
+from utils.step_config import StepConfigError, configure_logging, load_step_config, step_argument_parser
+
+T = TypeVar("T")
+
+
+def run_step(description: str, schema: type[T], go: Callable[[T], int]) -> None:
+    """Parse the CLI, load the config as ``schema``, call ``go`` in the run, exit with its code."""
+    configure_logging()
+    log = logging.getLogger("step")
+    args = step_argument_parser(description).parse_args()
+    try:
+        config = load_step_config(args.config, schema)
+    except StepConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+    import mlflow
+
+    with mlflow.start_run():
+        code = go(config)
+        if code:
+            mlflow.end_run(status="FAILED")
+    sys.exit(code)
