@@ -77,6 +77,8 @@ STEPS: tuple[Step, ...] = (
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
          fingerprint=test_data_fingerprint),
     Step("model_deployment", ("task", "deployment"), takes_model_version=True),
+    Step("diagnostics", ("task", "data.test_path", "diagnostics")),
+    Step("reporting", ("task", "reporting")),
 )
 STEP_NAMES = [s.name for s in STEPS]
 
@@ -151,7 +153,11 @@ def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelSt
         order_by=["attributes.start_time DESC"])
     for run in runs:
         version = run.data.tags.get("pipeline.model_version")
-        if step.name == "model_training" and (not version or not store.has_version(version)):
+        if step.name == "model_training" and not (version and store.has_version(version)):
+            continue  # its model folder is gone: train again
+        if step.name == "model_scoring" and not (version and store.read_score(version) is not None):
+            continue
+        if step.name == "data_ingestion" and not Path(run.data.tags.get("pipeline.dataset", "")).is_file():
             continue
         return run
     return None

@@ -235,6 +235,9 @@ MACROS: dict[str, str] = {
     "|broken down by {admin_level})",
     "q": "(?|)",
     "thanks": "(thanks|thx|thank you|asap|for a report|for my thesis|please|pls|urgently|)",
+    "ftheme": "{theme:rainfall|rain|precipitation|flood|floods|flooding|flood extent|drought"
+    "|temperature|air quality|PM2.5|NO2|heat waves|dry spells|soil moisture|storm surge"
+    "|cyclone tracks|river discharge|snow cover|wildfire|SPI|crop yield|vegetation health}",
     "cmp": "(drier|wetter|hotter|colder|greener|more flooded|more affected|worse|better)",
 }
 
@@ -303,24 +306,24 @@ TEMPLATES: dict[str, list[str]] = {
         "(was|is) {time_period} (a|an) (dry|wet|hot|record|unusual) year (for|in) {location} {q}",
     ],
     "get_forecast": [
-        "{theme} (forecast|forecasts|outlook) (for|in|over) {location} [{forecast_horizon}]",
+        "{ftheme} (forecast|forecasts|outlook) (for|in|over) {location} [{forecast_horizon}]",
         "will it rain in {location} {forecast_horizon} {q}",
-        "will there be {theme} in {location} {forecast_horizon} {q}",
-        "(forecast|predict|project) {theme} {where} [for] [the] {forecast_horizon}",
-        "(expected|predicted|projected|forecasted|forecast) {theme} {where} {forecast_horizon}",
+        "will there be {ftheme} in {location} {forecast_horizon} {q}",
+        "(forecast|predict|project) {ftheme} {where} [for] [the] {forecast_horizon}",
+        "(expected|predicted|projected|forecasted|forecast) {ftheme} {where} {forecast_horizon}",
         "{dataset:GloFAS|ECMWF SEAS5|GEFS|GFS|ECMWF HRES|EFAS Europe|CHIRPS-GEFS|CAMS} "
         "(forecast|forecasts|prediction) {where} [{forecast_horizon}]",
-        "what is the {theme} outlook (for|in) {location} [{forecast_horizon}] {q}",
-        "{theme} risk {where} {forecast_horizon}",
-        "is (a|any) {theme} (expected|likely|coming|predicted) {where} {forecast_horizon} {q}",
-        "{aggregation} {theme} forecast [{where}] [{res}]",
-        "show me the {forecast_horizon} {theme} forecast [{where}]",
+        "what is the {ftheme} outlook (for|in) {location} [{forecast_horizon}] {q}",
+        "{ftheme} risk {where} {forecast_horizon}",
+        "is (a|any) {ftheme} (expected|likely|coming|predicted) {where} {forecast_horizon} {q}",
+        "{aggregation} {ftheme} forecast [{where}] [{res}]",
+        "show me the {forecast_horizon} {ftheme} forecast [{where}]",
         "{aggregation:seasonal|monthly|weekly|sub-seasonal} (outlook|forecast) {where}",
-        "{theme} (prediction|predictions|projection|projections|forecast) {where} {forecast_horizon}",
+        "{ftheme} (prediction|predictions|projection|projections|forecast) {where} {forecast_horizon}",
         "how much {theme:rain|rainfall|precipitation} (will fall|is expected|to expect) {where} {forecast_horizon} {q}",
-        "(early warning|early warnings) (for|of) {theme} {where} [{forecast_horizon}]",
-        "{forecast_horizon} {theme} forecast {where} [{fmt}]",
-        "what will the {theme} be {where} {forecast_horizon} {q}",
+        "(early warning|early warnings) (for|of) {ftheme} {where} [{forecast_horizon}]",
+        "{forecast_horizon} {ftheme} forecast {where} [{fmt}]",
+        "what will the {ftheme} be {where} {forecast_horizon} {q}",
     ],
     "compare_regions": [
         "compare {theme} (in|between|for|across) {location} (and|with|vs|versus) {location} [{when}]",

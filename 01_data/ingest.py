@@ -8,6 +8,7 @@ Work is proportional to new files: unchanged files are not opened.
 """
 from __future__ import annotations
 
+import sys
 import logging
 import os
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
 from utils.ingest_record import IngestRecord, RecordRow, SourceEntry, now, scan_source_dir
 from utils.paths import StatePaths, resolve_path

@@ -8,6 +8,7 @@ MLflow model with signature and input example, registered as a new version of
 """
 from __future__ import annotations
 
+import sys
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
 from utils.hashing import sha256_file
 from utils.model_store import ModelStore, version_id
@@ -88,8 +92,14 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
     mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
 
     signature = infer_signature(x_train, pipeline.predict(x_train))
+    import sklearn
+
+    # explicit requirements: mlflow's inference would import-scan the process (slow, and it
+    # picks up torch when it is installed)
+    requirements = [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}",
+                    f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
     info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
-                                    input_example=x_train.head(3),
+                                    input_example=x_train.head(3), pip_requirements=requirements,
                                     registered_model_name=task.model_name)
     return info, metrics
 

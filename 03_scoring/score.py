@@ -7,12 +7,15 @@ The gate's number (`task.primary_metric`) goes to `latestscore.txt` in the versi
 """
 from __future__ import annotations
 
+import sys
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
 from utils.model_store import ModelStore, parse_version_id
 from utils.paths import StatePaths, resolve_path

@@ -15,7 +15,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
 from utils.model_store import ModelStore, ModelStoreError, parse_version_id
 from utils.paths import StatePaths

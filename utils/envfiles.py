@@ -44,7 +44,8 @@ def render(step: str, names: list[str], by_name: dict[str, str]) -> dict[str, st
         raise SystemExit(f"[tool.mlops.step_requirements] {step}: no pin for {missing} in pyproject.toml")
     reqs = [by_name[n.lower()] for n in names]
     header = "# Generated from pyproject.toml by `python -m utils.envfiles --write`; do not edit.\n"
-    conda = header + (f"name: mlops-{step.replace('_', '-').lower()}\nchannels:\n  - conda-forge\n"
+    env_name = "mlops-pipeline" if step == "." else f"mlops-{step.replace('_', '-').lower()}"
+    conda = header + (f"name: {env_name}\nchannels:\n  - conda-forge\n"
                       f"dependencies:\n  - python={PYTHON_VERSION}\n  - pip\n  - pip:\n")
     conda += "".join(f"      - {r}\n" for r in reqs)
     return {"conda.yml": conda}

@@ -1,0 +1,103 @@
+"""MLflow glue for the NLU model: log it as a self-contained pyfunc, log epoch metrics.
+
+Kept apart from nlu_model.py so that training and benchmarks never need mlflow.
+
+    from nlu_logging import log_nlu_model, mlflow_epoch_logger
+    with mlflow.start_run():
+        trained = train_nlu(train, dev, cfg, on_epoch_end=mlflow_epoch_logger())
+        info = log_nlu_model(trained, name="model", registered_model_name="eo_query_nlu")
+    mlflow.pyfunc.load_model(info.model_uri).predict(["rainfall in Kenya as geotiff"])
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+PYFUNC_FILE = HERE / "nlu_pyfunc.py"
+# What the logged model imports at load time (copied into its code/ folder, put on sys.path).
+CODE_PATHS = [HERE / "nlu_model.py", REPO_ROOT / "utils" / "nlu_data.py"]
+EXAMPLE_TEXTS = [
+    "monthly rainfall in northern Kenya 2015 to 2020 as geotiff",
+    "what is NDVI ?",
+]
+
+
+def _nlu_model() -> Any:
+    try:
+        import nlu_model
+    except ImportError:
+        sys.path.insert(0, str(HERE))
+        import nlu_model
+    return nlu_model
+
+
+def nlu_signature() -> ModelSignature:
+    """Input: a ``text`` string column; output: intent, confidence, tags, slots."""
+    slot = Object([Property("text", "string"), Property("type", "string"),
+                   Property("start", "long"), Property("end", "long")])
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string", "intent"), ColSpec("double", "confidence"),
+                        ColSpec(Array("string"), "tags"), ColSpec(Array(slot), "slots")]),
+        params=ParamSchema([ParamSpec("batch_size", "long", 64)]),
+    )
+
+
+def _pin(package: str) -> str:
+    version = importlib.metadata.version(package).split("+")[0]  # torch 2.x+cpu -> 2.x
+    return f"{package}=={version}"
+
+
+def nlu_pip_requirements() -> list[str]:
+    """Explicit pins: no slow requirement inference, and no local '+cpu' tag in the torch pin."""
+    return [_pin(p) for p in ("mlflow", "torch", "transformers", "tokenizers", "safetensors",
+                              "pandas", "numpy")]
+
+
+def log_nlu_model(
+    trained: Any, name: str = "model", registered_model_name: str | None = None,
+    input_texts: Sequence[str] = EXAMPLE_TEXTS, **log_kwargs: Any,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``trained`` (a TrainedNlu) to the active run as a pyfunc that loads anywhere.
+
+    The bundle (weights, tokenizer, encoder config, labels) is the ``bundle`` artifact;
+    nlu_model.py and nlu_data.py go as ``code_paths``. Extra ``log_kwargs`` go to
+    ``mlflow.pyfunc.log_model`` (e.g. ``metadata``).
+    """
+    with tempfile.TemporaryDirectory(prefix="nlu_bundle_") as tmp:
+        bundle = _nlu_model().save_bundle(trained, Path(tmp) / "bundle")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PYFUNC_FILE),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(p) for p in CODE_PATHS],
+            signature=nlu_signature(),
+            input_example=pd.DataFrame({"text": list(input_texts)}),
+            pip_requirements=nlu_pip_requirements(),
+            registered_model_name=registered_model_name,
+            **log_kwargs,
+        )
+
+
+def mlflow_epoch_logger(prefix: str = "") -> Any:
+    """``on_epoch_end`` callback for ``train_nlu`` that logs every scalar metric per epoch."""
+
+    def _log(epoch: int, metrics: dict[str, Any]) -> None:
+        mlflow.log_metrics(
+            {f"{prefix}{k}": float(v) for k, v in metrics.items()
+             if k != "epoch" and isinstance(v, (int, float))},
+            step=epoch,
+        )
+
+    return _log

@@ -1,0 +1,73 @@
+"""MLflow "models from code" definition of the NLU query model (logged by nlu_logging.py).
+
+MLflow copies this file into the logged model and executes it at load time, so it only holds
+the thin pyfunc wrapper; the model code (nlu_model.py, nlu_data.py) travels as ``code_paths``
+and the weights as the ``bundle`` artifact. Loading therefore needs neither the repo nor its
+sys.path, and ``mlflow models serve`` can serve it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+
+def _import_nlu_model() -> Any:
+    """``nlu_model`` from the model's code/ folder (on sys.path at load), else from the repo."""
+    try:
+        import nlu_model
+    except ImportError:  # logging from the repo before code_paths are in place
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import nlu_model
+    return nlu_model
+
+
+def texts_from_input(model_input: Any) -> list[str]:
+    """Accept a list of strings, one string, a Series, or a DataFrame with a ``text`` column."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        if "text" in model_input.columns:
+            col = model_input["text"]
+        elif model_input.shape[1] == 1:
+            col = model_input.iloc[:, 0]
+        else:
+            raise ValueError(f"expected a 'text' column, got columns {list(model_input.columns)}")
+        return ["" if v is None else str(v) for v in col.tolist()]
+    if isinstance(model_input, dict) and "text" in model_input:
+        return texts_from_input(list(model_input["text"]) if not isinstance(model_input["text"], str)
+                                else model_input["text"])
+    if isinstance(model_input, (list, tuple, pd.Series)) or hasattr(model_input, "tolist"):
+        values = model_input.tolist() if hasattr(model_input, "tolist") else list(model_input)
+        return ["" if v is None else str(v) for v in values]
+    raise TypeError(f"unsupported input type {type(model_input).__name__}; send texts")
+
+
+class NluQueryModel(mlflow.pyfunc.PythonModel):
+    """Texts in; intent, confidence, BIO tags and slots (with char offsets) out."""
+
+    def load_context(self, context: Any) -> None:
+        self._nlu = _import_nlu_model()
+        self._trained = self._nlu.load_bundle(context.artifacts["bundle"], device="cpu")
+
+    # model_input is deliberately unannotated: MLflow would turn a type hint into an
+    # enforced schema, and this model accepts several shapes (list, Series, DataFrame).
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
+        texts = texts_from_input(model_input)
+        batch_size = int((params or {}).get("batch_size", 64))
+        preds = self._nlu.predict(self._trained, texts, batch_size=batch_size)
+        return pd.DataFrame(
+            {
+                "intent": [p["intent"] for p in preds],
+                "confidence": [float(p["confidence"]) for p in preds],
+                "tags": [list(p["tags"]) for p in preds],
+                "slots": [[dict(s) for s in p["slots"]] for p in preds],
+            },
+            columns=["intent", "confidence", "tags", "slots"],
+        )
+
+
+mlflow.models.set_model(NluQueryModel())

@@ -1,0 +1,267 @@
+"""The served model: loaded from `models/production`, swapped when the link moves.
+
+Hot reload without a restart and without a failed request: each worker looks at the link
+(one readlink, microseconds) at most every `api.reload_check_ms`; when it points elsewhere,
+the request that noticed loads the new version while concurrent requests keep using the old
+one, then the reference is swapped. A request holds its own reference for its whole life,
+so the answer and the reported version always match. A version that fails to load is
+logged and retried later; the old model keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from api.validation import TabularSpec
+from utils.model_store import ModelStore
+
+log = logging.getLogger("api.model")
+
+RETRY_FAILED_S = 30.0          # a version that failed to load is retried after this long
+_CACHE_SIZE = 4                # loaded models kept per process (versions are immutable)
+_cache: dict[tuple[str, int], "ServedModel"] = {}
+_cache_lock = threading.Lock()
+
+# Tabular models are fed a float matrix in signature column order (validated beforehand),
+# not a DataFrame: scikit-learn's DataFrame path costs ~1 ms per call. The feature-name
+# warning that this triggers says nothing here; silence it once, process-wide.
+warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder that cannot be served (missing, unreadable, unknown task)."""
+
+
+@dataclass
+class ServedModel:
+    """One loaded store version; immutable once built, shared by all threads of a worker."""
+
+    version: str
+    task: str
+    model_dir: Path
+    metadata: dict[str, Any]
+    loaded_at: float
+    spec: TabularSpec | None = None          # tabular only
+    _estimator: Any = field(default=None, repr=False)    # sklearn flavor (fast path)
+    _pyfunc: Any = field(default=None, repr=False)       # generic pyfunc (NLU, non-sklearn tabular)
+    classes: list[Any] = field(default_factory=list)
+
+    # ---- tabular ---------------------------------------------------------------------------
+    def predict_matrix(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        """label and probability (of that label) per row, plus every class's probability."""
+        if self._estimator is not None and hasattr(self._estimator, "predict_proba"):
+            import sklearn
+
+            # inputs are validated (finite, right shape): skip sklearn's own re-checks
+            with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+                proba = self._estimator.predict_proba(matrix)
+            best = proba.argmax(axis=1)
+            labels = [_plain(v) for v in np.asarray(self.classes)[best].tolist()]
+            names = [str(c) for c in self.classes]
+            return [{"label": label, "probability": float(row[b]),
+                     "probabilities": dict(zip(names, row.tolist()))}
+                    for label, b, row in zip(labels, best.tolist(), proba)]
+        if self._estimator is not None:
+            predicted = self._estimator.predict(matrix)
+        else:
+            import pandas as pd
+
+            frame = pd.DataFrame(matrix, columns=list(self.spec.columns if self.spec else ()))
+            predicted = self._pyfunc.predict(frame)
+        return [{"label": _plain(v), "probability": None} for v in np.asarray(predicted).tolist()]
+
+    # ---- NLU -------------------------------------------------------------------------------
+    def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
+        """intent, confidence, tags and slot spans per text (the NLU pyfunc contract)."""
+        from utils.scoring_lib import pyfunc_rows
+
+        rows = pyfunc_rows(self._pyfunc, texts)
+        return [{"intent": str(r.get("intent")), "confidence": _plain(r.get("confidence")),
+                 "tags": [str(t) for t in _as_list(r.get("tags"))],
+                 "slots": [_slot(s) for s in _as_list(r.get("slots"))]} for r in rows]
+
+    @property
+    def estimator(self) -> Any:
+        """The loaded sklearn model (None when not an sklearn flavor)."""
+        return self._estimator
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _slot(slot: Any) -> dict[str, Any]:
+    slot = dict(slot)
+    return {"text": str(slot.get("text", "")), "type": str(slot.get("type", "")),
+            "start": _plain(slot.get("start")), "end": _plain(slot.get("end"))}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars (JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---- loading -----------------------------------------------------------------------------
+def tabular_spec(signature_inputs: Any, task: Any) -> TabularSpec:
+    """Signature columns and types, the task's feature ranges, id and label columns."""
+    features = dict(task.features) if task is not None and task.get("features") else {}
+    if signature_inputs is not None and signature_inputs.has_input_names():
+        columns = tuple(signature_inputs.input_names())
+        integer = frozenset(c.name for c in signature_inputs.inputs
+                            if str(getattr(c, "type", "")).lower().split(".")[-1] in {"long", "integer"})
+    else:
+        columns, integer = tuple(features), frozenset()
+    minimum, maximum = {}, {}
+    for name, bounds in features.items():
+        if bounds and bounds.get("min") is not None:
+            minimum[name] = float(bounds["min"])
+        if bounds and bounds.get("max") is not None:
+            maximum[name] = float(bounds["max"])
+    label = task.get("label_column") if task is not None else None
+    return TabularSpec(columns=columns, integer=integer, minimum=minimum, maximum=maximum,
+                       id_column=task.get("id_column") if task is not None else None,
+                       ignored=frozenset({label} - set(columns)) if label else frozenset())
+
+
+def load_served_model(store: ModelStore, version: str, task_config: Any = None,
+                      use_cache: bool = True) -> ServedModel:
+    """Load store ``version`` (sklearn flavor for tabular, pyfunc otherwise)."""
+    if not store.has_version(version):
+        raise ModelLoadError(f"{store.version_dir(version)} is not a complete model version")
+    model_dir = store.model_dir(version)
+    mlmodel = model_dir / "MLmodel"
+    try:
+        key = (str(model_dir.resolve()), mlmodel.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ModelLoadError(f"{mlmodel}: {exc}") from exc
+    if use_cache:
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+    metadata = store.read_metadata(version)
+    task = str(metadata.get("task") or (task_config.name if task_config is not None else "tabular"))
+    started = time.monotonic()
+    try:
+        from mlflow.models import Model
+
+        info = Model.load(str(model_dir))
+        served = ServedModel(version=version, task=task, model_dir=model_dir, metadata=metadata,
+                             loaded_at=time.time())
+        if task == "tabular":
+            inputs = info.signature.inputs if info.signature is not None else None
+            served.spec = tabular_spec(inputs, task_config)
+            if "sklearn" in info.flavors:
+                import mlflow.sklearn
+
+                served._estimator = mlflow.sklearn.load_model(str(model_dir))
+                served.classes = list(getattr(served._estimator, "classes_", []))
+            else:
+                import mlflow.pyfunc
+
+                served._pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+        elif task == "nlu":
+            import mlflow.pyfunc
+
+            served._pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+        else:
+            raise ModelLoadError(f"{version}: unknown task {task!r} in metadata.json")
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {model_dir}: {type(exc).__name__}: {exc}") from exc
+    log.info("loaded %s (%s) in %.2f s", version, task, time.monotonic() - started)
+    with _cache_lock:
+        _cache[key] = served
+        while len(_cache) > _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+    return served
+
+
+# ---- hot reload --------------------------------------------------------------------------
+class ModelHolder:
+    """The worker's current model, following `models/production`."""
+
+    def __init__(self, store: ModelStore, task_config: Any = None, check_interval_s: float = 0.0,
+                 on_swap: Callable[[ServedModel | None, ServedModel], None] | None = None,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.store = store
+        self.task_config = task_config
+        self.check_interval_s = check_interval_s
+        self.on_swap = on_swap
+        self.on_failure = on_failure
+        self._current: ServedModel | None = None
+        self._target: str | None = None           # readlink() of the link the current model came from
+        self._last_check = -1e18
+        self._load_lock = threading.Lock()
+        self._failed: dict[str, tuple[float, str]] = {}
+        self.last_error: str | None = None
+
+    def current(self) -> ServedModel | None:
+        """The model to answer this request with (checks the link when the interval passed)."""
+        now = time.monotonic()
+        if now - self._last_check >= self.check_interval_s:
+            self._last_check = now
+            if self._read_link() != self._target or self._current is None:
+                self._reload(force=False)
+        return self._current
+
+    def reload(self, force: bool = True) -> ServedModel | None:
+        """Load production now (admin): even the same version again when ``force``."""
+        self._reload(force=force, wait=True)
+        return self._current
+
+    def _read_link(self) -> str | None:
+        try:
+            return os.readlink(self.store.production_link)
+        except OSError:
+            return None
+
+    def _reload(self, force: bool, wait: bool = False) -> None:
+        # Someone else is loading: keep answering with the old model, unless there is none yet.
+        if not self._load_lock.acquire(blocking=wait or self._current is None):
+            return
+        try:
+            target = self._read_link()
+            if target is None:
+                if self._current is not None and self._target is not None:
+                    log.warning("%s is gone; still serving %s", self.store.production_link,
+                                self._current.version)
+                    self._target = None
+                self.last_error = f"no production model: {self.store.production_link} does not exist"
+                return
+            if target == self._target and self._current is not None and not force:
+                return
+            failed = self._failed.get(target)
+            if failed and not force and time.monotonic() - failed[0] < RETRY_FAILED_S:
+                return
+            version = Path(target).name
+            try:
+                model = load_served_model(self.store, version, self.task_config, use_cache=not force)
+            except ModelLoadError as exc:
+                self._failed[target] = (time.monotonic(), str(exc))
+                self.last_error = str(exc)
+                log.error("not swapping to %s: %s; still serving %s", version, exc,
+                          self._current.version if self._current else "nothing")
+                if self.on_failure:
+                    self.on_failure(version, str(exc))
+                return
+            old, self._current, self._target = self._current, model, target
+            self._failed.pop(target, None)
+            self.last_error = None
+            if old is None or old.version != model.version:
+                log.info("serving %s (was %s)", model.version, old.version if old else "nothing")
+            if self.on_swap:
+                self.on_swap(old, model)
+        finally:
+            self._load_lock.release()

@@ -1,0 +1,163 @@
+"""The API's configuration: the `api:` section of config.yaml, typed, plus where its files go.
+
+Workers get the config that serve.py resolved (a JSON file named by MLOPS_API_CONFIG), so
+every worker sees exactly what the launcher saw; without it (plain `gunicorn`, tests) the
+config is composed from config.yaml and the overrides in MLOPS_API_OVERRIDES.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from utils.paths import StatePaths, resolve_path
+
+CONFIG_ENV = "MLOPS_API_CONFIG"        # resolved config JSON written by serve.py
+OVERRIDES_ENV = "MLOPS_API_OVERRIDES"  # JSON list of the Hydra overrides serve.py was given
+
+
+class ApiConfigError(ValueError):
+    """The `api:` section (or the config file named by MLOPS_API_CONFIG) is unusable."""
+
+
+@dataclass
+class ApiSettings:
+    """`api:` in config.yaml; every key can be overridden (`api.port=9000`)."""
+
+    host: str = "127.0.0.1"               # bind address; anything else exposes the API
+    port: int = 8000
+    workers: int = 2                      # gunicorn worker processes
+    threads: int = 4                      # threads per worker (gthread)
+    timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
+    max_body_bytes: int = 1_048_576       # larger request bodies get 413
+    max_records: int = 10_000             # records/texts per /prediction request
+    max_text_chars: int = 2_000           # per NLU text
+    reload_check_ms: int = 0              # how often a worker looks at models/production (0: every request)
+    api_key_env: str = "API_KEY"          # environment variable holding the API key
+    access_log: bool = True               # structured (JSON lines) access log in logs/api/access.log
+    prediction_log: bool = True           # every prediction appended to predictions.db
+    prediction_log_retention_days: float = 30.0
+    prediction_log_max_rows: int | None = 5_000_000
+    prediction_log_queue: int = 10_000    # request batches buffered for the writer thread
+
+    def validate(self) -> "ApiSettings":
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append(f"api.port={self.port} (1-65535)")
+        for name in ("workers", "threads", "timeout_s", "max_body_bytes", "max_records",
+                     "max_text_chars", "prediction_log_queue"):
+            if getattr(self, name) < 1:
+                problems.append(f"api.{name}={getattr(self, name)} (must be >= 1)")
+        if self.reload_check_ms < 0:
+            problems.append(f"api.reload_check_ms={self.reload_check_ms} (must be >= 0)")
+        if problems:
+            raise ApiConfigError("invalid api settings: " + ", ".join(problems))
+        return self
+
+
+@dataclass(frozen=True)
+class ApiPaths:
+    """The API's own files, under `<state_dir>/logs/api/`."""
+
+    state: StatePaths
+
+    @property
+    def root(self) -> Path:
+        return self.state.logs_dir / "api"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.root / "prometheus"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.root / "jobs.db"
+
+    @property
+    def jobs_logs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def access_log(self) -> Path:
+        return self.root / "access.log"
+
+    @property
+    def app_log(self) -> Path:
+        return self.root / "api.log"
+
+
+@dataclass
+class AppConfig:
+    """Everything the app reads from the config, resolved once at start-up."""
+
+    cfg: DictConfig
+    settings: ApiSettings
+    paths: StatePaths
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def api_paths(self) -> ApiPaths:
+        return ApiPaths(self.paths)
+
+    @property
+    def task(self) -> DictConfig:
+        return self.cfg.task
+
+    @property
+    def test_path(self) -> Path:
+        return resolve_path(self.cfg.data.test_path)
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return OmegaConf.select(self.cfg, "main.tracking_uri")
+
+
+def api_settings(cfg: DictConfig) -> ApiSettings:
+    """The typed `api:` section; unknown keys and wrong types fail naming the key."""
+    section = OmegaConf.select(cfg, "api") or {}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ApiSettings), section)
+    except OmegaConfBaseException as exc:
+        raise ApiConfigError(f"config.yaml `api:` section: {exc}") from exc
+    return OmegaConf.to_object(merged).validate()  # type: ignore[union-attr]
+
+
+def load_app_config(config: DictConfig | Mapping[str, Any] | None = None,
+                    overrides: Sequence[str] | None = None) -> AppConfig:
+    """The app's config: given, else serve.py's resolved file, else composed from config.yaml."""
+    if overrides is None:
+        overrides = json.loads(os.environ.get(OVERRIDES_ENV, "[]"))
+    if config is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ApiConfigError(f"{CONFIG_ENV}={path}: cannot read the resolved config ({exc}); "
+                                 "start the API with 04_deployment/serve.py") from exc
+    if config is None:
+        from utils.config import load_config
+
+        cfg = load_config(list(overrides))
+    elif isinstance(config, DictConfig):
+        cfg = config
+    else:
+        cfg = OmegaConf.create(dict(config))
+    return AppConfig(cfg=cfg, settings=api_settings(cfg), paths=StatePaths.of(cfg.paths.state_dir),
+                     overrides=list(overrides))
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain JSON-able data (interpolations resolved), for workers and jobs."""
+    from utils.config import register_resolvers
+
+    register_resolvers()
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,301 @@
+"""Request bodies of POST /prediction -> checked inputs, or a 4xx that says what is wrong.
+
+Checked against the served model's signature (column names and types) and the task's
+feature ranges, by hand and in one pass: MLflow's generic schema enforcement costs more than
+the model itself on small batches. Nothing here touches the filesystem: no request field is
+ever used as a path.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAX_ERRORS = 10        # problems listed in one 400 answer
+MAX_ID_CHARS = 256
+JSON_TYPES = ("application/json",)
+CSV_TYPES = ("text/csv", "application/csv")
+
+
+class RequestError(Exception):
+    """A request the API refuses; ``errors`` lists {row, field, message} when known."""
+
+    def __init__(self, message: str, status: int = 400, errors: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.errors = errors or []
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_records: int = 10_000
+    max_text_chars: int = 2_000
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """What a tabular model accepts: its signature columns, in order, with types and ranges."""
+
+    columns: tuple[str, ...]
+    integer: frozenset[str] = frozenset()        # signature type long/integer: whole numbers only
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+    id_column: str | None = None                  # echoed back as "id" when sent
+    ignored: frozenset[str] = frozenset()         # accepted and ignored (the label column)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        extra = {self.id_column} if self.id_column else set()
+        return frozenset(self.columns) | extra | self.ignored
+
+
+@dataclass
+class TabularBatch:
+    matrix: np.ndarray                 # (n, len(columns)) float64, signature column order
+    records: list[dict[str, Any]]      # validated features (+ id), for the prediction log
+    ids: list[str | None]
+
+
+@dataclass
+class ParsedBody:
+    kind: str                          # "records" | "texts"
+    items: list[Any]
+    source: str                        # "json" | "csv"
+
+
+# ---- body -> records / texts -------------------------------------------------------------
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows; send finite numbers")
+
+
+def parse_body(data: bytes, mimetype: str, task: str) -> ParsedBody:
+    """JSON {"records": [...]} / {"texts": [...]} or a CSV body with a header row."""
+    if not data:
+        raise RequestError('empty body: send JSON {"records": [...]} or {"texts": [...]}, or a CSV '
+                           "file with a header row (Content-Type text/csv)")
+    mimetype = (mimetype or "").lower()
+    if mimetype in JSON_TYPES or mimetype.endswith("+json"):
+        return _parse_json(data)
+    if mimetype in CSV_TYPES:
+        return _parse_csv(data, task)
+    raise RequestError(f"unsupported Content-Type {mimetype or '(none)'!r}: send application/json "
+                       "or text/csv", status=415)
+
+
+def _parse_json(data: bytes) -> ParsedBody:
+    try:
+        payload = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError("invalid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RequestError(f"invalid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(f'the JSON body must be an object {{"records": [...]}} or {{"texts": [...]}}, '
+                           f"got {_type_name(payload)}")
+    keys = set(payload)
+    kinds = keys & {"records", "texts"}
+    if len(kinds) != 1:
+        raise RequestError('the JSON body needs exactly one of "records" (tabular) or "texts" (NLU), '
+                           f"got keys {sorted(keys)[:10]}")
+    unknown = sorted(keys - kinds)
+    if unknown:
+        raise RequestError(f"unknown key(s) {unknown[:10]} in the JSON body; allowed: records, texts",
+                           errors=[{"row": None, "field": k, "message": "unknown key"} for k in unknown[:MAX_ERRORS]])
+    kind = kinds.pop()
+    items = payload[kind]
+    if not isinstance(items, list):
+        raise RequestError(f'"{kind}" must be a list, got {_type_name(items)}',
+                           errors=[{"row": None, "field": kind, "message": "must be a list"}])
+    return ParsedBody(kind=kind, items=items, source="json")
+
+
+def _parse_csv(data: bytes, task: str) -> ParsedBody:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the CSV body is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise RequestError(f"unparsable CSV: {exc}") from None
+    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
+    if not rows:
+        raise RequestError("the CSV body has no header row")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        raise RequestError(f"duplicate column names in the CSV header: {header[:20]}")
+    body = rows[1:]
+    if not body:
+        raise RequestError("the CSV body has a header but no data rows")
+    records = []
+    errors = []
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            errors.append({"row": i, "field": None,
+                           "message": f"{len(row)} values for {len(header)} header columns"})
+            if len(errors) >= MAX_ERRORS:
+                break
+            continue
+        records.append(dict(zip(header, (cell.strip() for cell in row))))
+    if errors:
+        raise RequestError(_summary(errors), errors=errors)
+    if task == "nlu":
+        if "text" not in header:
+            raise RequestError(f"an NLU CSV body needs a 'text' column, got {header[:20]}",
+                               errors=[{"row": None, "field": "text", "message": "missing column"}])
+        return ParsedBody(kind="texts", items=[r["text"] for r in records], source="csv")
+    return ParsedBody(kind="records", items=records, source="csv")
+
+
+# ---- tabular -----------------------------------------------------------------------------
+def tabular_batch(items: list[Any], spec: TabularSpec, limits: Limits, from_csv: bool = False) -> TabularBatch:
+    """Records -> float matrix in signature order; every problem reported with row and field."""
+    _check_count(items, limits)
+    n_cols = len(spec.columns)
+    matrix = np.empty((len(items), n_cols), dtype=np.float64)
+    records: list[dict[str, Any]] = []
+    ids: list[str | None] = []
+    errors: list[dict[str, Any]] = []
+    allowed = spec.allowed
+    for i, record in enumerate(items):
+        if type(record) is not dict:
+            errors.append({"row": i, "field": None,
+                           "message": f"each record must be an object, got {_type_name(record)}"})
+            if len(errors) >= MAX_ERRORS:
+                break
+            continue
+        unknown = [k for k in record if k not in allowed]
+        if unknown:
+            errors.append({"row": i, "field": str(unknown[0])[:100],
+                           "message": f"unknown field; expected {sorted(allowed)}"})
+        clean: dict[str, Any] = {}
+        for j, name in enumerate(spec.columns):
+            value, problem = _number(record.get(name, _MISSING), name, spec, from_csv)
+            if problem:
+                errors.append({"row": i, "field": name, "message": problem})
+            else:
+                matrix[i, j] = value
+                clean[name] = value
+        row_id = None
+        if spec.id_column and spec.id_column in record:
+            row_id, problem = _identifier(record[spec.id_column])
+            if problem:
+                errors.append({"row": i, "field": spec.id_column, "message": problem})
+            else:
+                clean[spec.id_column] = row_id
+        if len(errors) >= MAX_ERRORS:
+            break
+        records.append(clean)
+        ids.append(row_id)
+    if errors:
+        raise RequestError(_summary(errors), errors=errors[:MAX_ERRORS])
+    return TabularBatch(matrix=matrix, records=records, ids=ids)
+
+
+_MISSING = object()
+
+
+def _number(value: Any, name: str, spec: TabularSpec, from_csv: bool) -> tuple[float, str | None]:
+    """(value as float, None) or (nan, what is wrong)."""
+    if value is _MISSING:
+        return math.nan, "missing"
+    kind = type(value)
+    if kind is float:
+        number = value
+    elif kind is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            return math.nan, "number out of range"
+    elif kind is str and from_csv:
+        try:
+            number = float(value)
+        except ValueError:
+            return math.nan, f"not a number: {value[:40]!r}"
+    else:
+        return math.nan, f"must be a number, got {_type_name(value)}"
+    if not math.isfinite(number):
+        return math.nan, f"must be a finite number, got {number}"
+    if name in spec.integer and not number.is_integer():
+        return math.nan, f"must be a whole number (signature type integer), got {number}"
+    low = spec.minimum.get(name)
+    if low is not None and number < low:
+        return math.nan, f"must be >= {low:g}, got {number:g}"
+    high = spec.maximum.get(name)
+    if high is not None and number > high:
+        return math.nan, f"must be <= {high:g}, got {number:g}"
+    return number, None
+
+
+def _identifier(value: Any) -> tuple[str | None, str | None]:
+    if type(value) is bool or not isinstance(value, (str, int)):
+        return None, f"must be a string or an integer, got {_type_name(value)}"
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        return None, f"longer than {MAX_ID_CHARS} characters"
+    if not _is_unicode(text):
+        return None, "not valid Unicode (lone surrogate)"
+    return text, None
+
+
+# ---- NLU ---------------------------------------------------------------------------------
+def text_batch(items: list[Any], limits: Limits) -> list[str]:
+    """Texts: non-blank strings of at most ``max_text_chars`` characters."""
+    _check_count(items, limits)
+    errors = []
+    for i, text in enumerate(items):
+        problem = None
+        if not isinstance(text, str):
+            problem = f"must be a string, got {_type_name(text)}"
+        elif not text.strip():
+            problem = "empty text"
+        elif len(text) > limits.max_text_chars:
+            problem = f"longer than {limits.max_text_chars} characters ({len(text)})"
+        elif not _is_unicode(text) or "\x00" in text:
+            problem = "not valid text (NUL or lone surrogate)"
+        if problem:
+            errors.append({"row": i, "field": "text", "message": problem})
+            if len(errors) >= MAX_ERRORS:
+                break
+    if errors:
+        raise RequestError(_summary(errors), errors=errors)
+    return list(items)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _check_count(items: list[Any], limits: Limits) -> None:
+    if not items:
+        raise RequestError("nothing to predict: the list is empty")
+    if len(items) > limits.max_records:
+        raise RequestError(f"too many items: {len(items)} > api.max_records={limits.max_records}; "
+                           "split the request", status=413)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    where = []
+    if first.get("row") is not None:
+        where.append(f"row {first['row']}")
+    if first.get("field") is not None:
+        where.append(f"field {first['field']!r}")
+    more = f" (and {len(errors) - 1} more problem(s), see errors)" if len(errors) > 1 else ""
+    return f"invalid input: {', '.join(where) + ': ' if where else ''}{first['message']}{more}"

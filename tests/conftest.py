@@ -1,0 +1,97 @@
+"""Fixtures shared by every test folder: repo paths, temp state dirs, step modules, the chain."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def load_step_module(relative: str) -> ModuleType:
+    """Import a step script by path (step folders start with digits: not importable by name)."""
+    path = REPO_ROOT / relative
+    name = "step_" + relative.replace("/", "_").removesuffix(".py")
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(path.parent))   # a step's sibling modules (e.g. nlu_training.py)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(*overrides: str, state_dir: Path, check: bool = True, timeout: int = 600,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python main.py <overrides> paths.state_dir=<state_dir>` in a subprocess, cwd elsewhere."""
+    cmd = [PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state_dir}", *overrides]
+    proc = subprocess.run(cmd, cwd=state_dir.parent, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"main.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite DB with its schema migrated once; tests copy it (migrations take seconds)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = tmp_path_factory.mktemp("db") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{db}", str(db.parent / "artifacts")).engine.dispose()
+    return db
+
+
+@pytest.fixture
+def tracking(state_dir: Path, empty_tracking_db: Path):
+    """An MLflow SQLite store in the temp state dir (current env var and client point at it)."""
+    import mlflow
+
+    from utils.paths import StatePaths
+    from utils.tracking import default_tracking_uri, ensure_experiment
+
+    paths = StatePaths.of(state_dir)
+    shutil.copy(empty_tracking_db, paths.mlflow_db)
+    uri = default_tracking_uri(paths)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    experiment_id = ensure_experiment("tests", paths)
+    yield experiment_id
+    while mlflow.active_run():
+        mlflow.end_run()
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="session")
+def tabular_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole default tabular chain run once through main.py; tests read its state dir."""
+    state = tmp_path_factory.mktemp("chain") / "state"
+    state.mkdir()
+    proc = run_main(state_dir=state)
+    (state / "main_stdout.txt").write_text(proc.stdout + proc.stderr)
+    return state

@@ -1,0 +1,33 @@
+"""The MLflow registry alias that follows `models/production` (deploy, rollback).
+
+The model store is the source of truth for what is served; the alias `champion` mirrors it
+so that `models:/<name>@champion` in MLflow means the same model. Shared by the deployment
+step's CLI and the API's /admin/rollback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.model_store import parse_version_id
+from utils.paths import REPO_ROOT, StatePaths
+
+CHAMPION_ALIAS = "champion"
+
+
+def tracking_uri_for(state_dir: str | Path, configured: str | None = None) -> str:
+    """`main.tracking_uri` made absolute (relative to the repo root, as main.py does), or the
+    default SQLite DB under the state dir."""
+    from utils.tracking import absolute_tracking_uri, default_tracking_uri
+
+    if configured:
+        return absolute_tracking_uri(configured, REPO_ROOT)
+    return default_tracking_uri(StatePaths.of(state_dir))
+
+
+def set_champion_alias(version: str, tracking_uri: str | None = None) -> None:
+    """Point `<model>@champion` at the registry version of store ``version`` (``<model>-v<N>``)."""
+    import mlflow
+
+    name, number = parse_version_id(version)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri) if tracking_uri else mlflow.MlflowClient()
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
