@@ -163,19 +163,43 @@ def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelSt
     return None
 
 
-def run_chain(cfg: DictConfig) -> int:
-    import mlflow
-    from mlflow.exceptions import ExecutionException
-
-    steps = select_steps(cfg.main.steps)
-    paths = StatePaths.of(cfg.paths.state_dir)
-    names = [s.name for s in steps]
+def check_inputs(cfg: DictConfig, names: list[str]) -> None:
+    """Fail before anything runs when a folder or file the chosen steps need is missing."""
     if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
         raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
                             "set data.source_dir=<folder with the raw files>")
     if "model_scoring" in names and not resolve_path(cfg.data.test_path).exists():
         raise PipelineError(f"data.test_path {resolve_path(cfg.data.test_path)} does not exist: "
                             "set data.test_path=<labelled test file or folder>")
+
+
+def launch(step: Step, config_file: Path, cfg: DictConfig, experiment_id: str, cache_key: str) -> str:
+    """Run one step project as a nested run; its run id, tagged for the reuse lookup."""
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    log.info("step %s: running %s", step.name, step.folder.relative_to(REPO_ROOT))
+    try:
+        submitted = mlflow.run(str(step.folder), "main", parameters={"config": str(config_file)},
+                               env_manager=cfg.main.env_manager, experiment_id=experiment_id,
+                               run_name=step.name, synchronous=True)
+    except ExecutionException as exc:
+        mlflow.set_tag("pipeline.failed_step", step.name)
+        raise PipelineError(f"step {step.name} failed ({exc}); its log is above, its run is in "
+                            "MLflow. The deployed model is unchanged.") from exc
+    client = mlflow.MlflowClient()
+    client.set_tag(submitted.run_id, "pipeline.step", step.name)
+    client.set_tag(submitted.run_id, "pipeline.cache_key", cache_key)
+    return submitted.run_id
+
+
+def run_chain(cfg: DictConfig) -> int:
+    import mlflow
+
+    steps = select_steps(cfg.main.steps)
+    names = [s.name for s in steps]
+    check_inputs(cfg, names)
+    paths = StatePaths.of(cfg.paths.state_dir)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     uri, experiment_id = tracking_setup(cfg, paths)
     os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
@@ -189,42 +213,28 @@ def run_chain(cfg: DictConfig) -> int:
     model_version: str | None = None
     reused: list[str] = []
     started = time.monotonic()
-    with mlflow.start_run(experiment_id=experiment_id,
-                          run_name=f"pipeline-{cfg.task.name}") as parent:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline-{cfg.task.name}") as parent:
         mlflow.set_tags({"pipeline.kind": "parent", "pipeline.task": cfg.task.name,
                          "pipeline.steps": ",".join(names)})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         for step in steps:
+            t0 = time.monotonic()
             section = step_config(step, cfg, paths, model_version)
             key = sha256_json({"step": step.name, "config": section, "code": code_version(step),
                                "inputs": step.fingerprint(cfg, paths) if step.fingerprint else None})
             cached = (find_reusable(experiment_id, step, key, store)
                       if cfg.main.reuse_runs and step.fingerprint else None)
-            t0 = time.monotonic()
             if cached is not None:
                 run_id = cached.info.run_id
                 reused.append(step.name)
                 log.info("step %s: reused FINISHED run %s (same data, config and code)", step.name, run_id)
             else:
-                config_file = write_step_config(
-                    paths.step_configs_dir / f"{step.name}-{key[:12]}.json", section)
-                log.info("step %s: running %s", step.name, step.folder.relative_to(REPO_ROOT))
-                try:
-                    submitted = mlflow.run(str(step.folder), "main", parameters={"config": str(config_file)},
-                                           env_manager=cfg.main.env_manager, experiment_id=experiment_id,
-                                           run_name=step.name, synchronous=True)
-                except ExecutionException as exc:
-                    mlflow.set_tag("pipeline.failed_step", step.name)
-                    raise PipelineError(f"step {step.name} failed ({exc}); its log is above, its run is "
-                                        "in MLflow. The deployed model is unchanged.") from exc
-                run_id = submitted.run_id
-                mlflow.MlflowClient().set_tag(run_id, "pipeline.step", step.name)
-                mlflow.MlflowClient().set_tag(run_id, "pipeline.cache_key", key)
-            mlflow.log_metric(f"duration_s.{step.name}", time.monotonic() - t0)
-            tags = mlflow.get_run(run_id).data.tags
+                config_file = write_step_config(paths.step_configs_dir / f"{step.name}-{key[:12]}.json", section)
+                run_id = launch(step, config_file, cfg, experiment_id, key)
             if step.name == "model_training":
-                model_version = tags.get("pipeline.model_version")
+                model_version = mlflow.get_run(run_id).data.tags.get("pipeline.model_version")
             mlflow.set_tag(f"pipeline.run.{step.name}", run_id)
+            mlflow.log_metric(f"duration_s.{step.name}", time.monotonic() - t0)
         mlflow.set_tag("pipeline.reused_steps", ",".join(reused))
         parent_id = parent.info.run_id
     print_summary(cfg, paths, uri, parent_id, reused, time.monotonic() - started)

@@ -25,6 +25,13 @@ def _import_nlu_model() -> Any:
     return nlu_model
 
 
+def _as_text(value: Any) -> str:
+    """Missing values (None, NaN, pd.NA) become an empty query instead of the string 'nan'."""
+    if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
 def texts_from_input(model_input: Any) -> list[str]:
     """Accept a list of strings, one string, a Series, or a DataFrame with a ``text`` column."""
     if isinstance(model_input, str):
@@ -36,13 +43,13 @@ def texts_from_input(model_input: Any) -> list[str]:
             col = model_input.iloc[:, 0]
         else:
             raise ValueError(f"expected a 'text' column, got columns {list(model_input.columns)}")
-        return ["" if v is None else str(v) for v in col.tolist()]
+        return [_as_text(v) for v in col.tolist()]
     if isinstance(model_input, dict) and "text" in model_input:
         return texts_from_input(list(model_input["text"]) if not isinstance(model_input["text"], str)
                                 else model_input["text"])
     if isinstance(model_input, (list, tuple, pd.Series)) or hasattr(model_input, "tolist"):
         values = model_input.tolist() if hasattr(model_input, "tolist") else list(model_input)
-        return ["" if v is None else str(v) for v in values]
+        return [_as_text(v) for v in values]
     raise TypeError(f"unsupported input type {type(model_input).__name__}; send texts")
 
 

@@ -104,6 +104,44 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
     return info, metrics
 
 
+def split_nlu(examples: list, dev_fraction: float, seed: int) -> tuple[list, list]:
+    """Train/dev from the splits the sources carry; test examples are never trained on."""
+    import random
+
+    train = [e for e in examples if e.split in (None, "", "train")]
+    dev = [e for e in examples if e.split == "dev"]
+    if not dev and dev_fraction > 0:
+        shuffled = train[:]
+        random.Random(seed).shuffle(shuffled)
+        n_dev = max(1, int(len(shuffled) * dev_fraction))
+        dev, train = shuffled[:n_dev], shuffled[n_dev:]
+    return train, dev
+
+
+def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
+    """Fine-tune the joint intent + slot model (nlu_model.py), log and register it as a pyfunc."""
+    from omegaconf import OmegaConf
+
+    from nlu_logging import log_nlu_model, mlflow_epoch_logger   # 02_training/
+    from nlu_model import NluTrainConfig, train_nlu
+    from utils.nlu_data import read_jsonl
+
+    training = dict(config.training)
+    dev_fraction = float(training.pop("dev_fraction", 0.1))
+    params: NluTrainConfig = OmegaConf.to_object(OmegaConf.merge(
+        OmegaConf.structured(NluTrainConfig), training))  # type: ignore[assignment]
+    params.encoder = config.task.encoder or params.encoder
+    train, dev = split_nlu(read_jsonl(data_path), dev_fraction, params.seed)
+    log.info("NLU training on %d examples, dev %d, encoder %s", len(train), len(dev), params.encoder)
+    mlflow.log_params({**flatten("training", vars(params)), "training.dev_fraction": dev_fraction,
+                       "rows_train": len(train), "rows_validation": len(dev)})
+    trained = train_nlu(train, dev, params, on_epoch_end=mlflow_epoch_logger())
+    metrics = {k: float(v) for k, v in trained.best_metrics.items() if isinstance(v, (int, float))}
+    mlflow.log_metrics({f"val_{k.removeprefix('dev_')}": v for k, v in metrics.items()})
+    info = log_nlu_model(trained, name="model", registered_model_name=config.task.model_name)
+    return info, metrics
+
+
 def go(config: TrainingConfig) -> int:
     paths = StatePaths.of(config.state_dir)
     task = config.task
@@ -117,9 +155,7 @@ def go(config: TrainingConfig) -> int:
     if task.name == "tabular":
         info, metrics = train_tabular(config, data_path)
     elif task.name == "nlu":
-        from nlu_training import train_nlu_step  # 02_training/nlu_training.py
-
-        info, metrics = train_nlu_step(config, data_path)
+        info, metrics = train_nlu_task(config, data_path)
     else:
         log.error("unknown task.name %r: expected tabular or nlu", task.name)
         return 2

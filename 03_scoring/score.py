@@ -71,6 +71,31 @@ def score_tabular(model_dir: Path, test_path: Path, task: TaskConfig) -> dict[st
     return report
 
 
+def score_nlu(model_dir: Path, test_path: Path, batch_size: int) -> dict[str, Any]:
+    """Intent accuracy, seqeval slot F1, exact match and per-intent/per-slot tables."""
+    from sklearn.metrics import confusion_matrix
+
+    from utils.nlu_data import read_nlu_path
+    from utils.nlu_metrics import nlu_metrics
+
+    examples = read_nlu_path(test_path)
+    if test_path.is_dir() and any(e.split == "test" for e in examples):
+        examples = [e for e in examples if e.split == "test"]   # a BIO folder: its test split
+    if not examples:
+        raise ValueError("no test examples")
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    predictions = model.predict([e.text for e in examples], params={"batch_size": batch_size})
+    intents, tags = list(predictions["intent"]), [list(t) for t in predictions["tags"]]
+    report = nlu_metrics(examples, intents, tags)
+    labels = sorted({e.intent for e in examples} | set(intents))
+    return {"metrics": {k: float(v) for k, v in report.items()
+                        if k != "n_examples" and isinstance(v, (int, float))},
+            "n_examples": report["n_examples"], "per_intent": report["per_intent"],
+            "per_slot": report["per_slot"], "labels": labels,
+            "confusion_matrix": confusion_matrix([e.intent for e in examples], intents,
+                                                 labels=labels).tolist()}
+
+
 def go(config: ScoringConfig) -> int:
     paths = StatePaths.of(config.state_dir)
     task = config.task
@@ -91,8 +116,6 @@ def go(config: ScoringConfig) -> int:
         if task.name == "tabular":
             report = score_tabular(store.model_dir(version), test_path, task)
         else:
-            from nlu_scoring import score_nlu  # 03_scoring/nlu_scoring.py
-
             report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size)
     except ValueError as exc:  # bad test data: say which file and why
         log.error("cannot score on %s: %s", test_path, exc)

@@ -53,12 +53,16 @@ def _cron_quote(word: str) -> str:
     return shlex.quote(word).replace("%", "\\%")
 
 
+def _tag(state_dir: Path) -> str:
+    return f"{MARKER}{state_dir}".replace("%", "\\%")
+
+
 def cron_line(every: str, overrides: list[str], state_dir: Path, python: Path | None = None) -> str:
     python = python or venv_python()
     log_file = state_dir / "logs" / "cron.log"
     command = " ".join(_cron_quote(w) for w in [str(python), str(REPO_ROOT / "fullprocess.py"), *overrides])
     return (f"{schedule(every)} cd {_cron_quote(str(REPO_ROOT))} && mkdir -p {_cron_quote(str(log_file.parent))}"
-            f" && {command} >> {_cron_quote(str(log_file))} 2>&1 {MARKER}{state_dir}")
+            f" && {command} >> {_cron_quote(str(log_file))} 2>&1 {_tag(state_dir)}")
 
 
 def _crontab() -> str:
@@ -81,7 +85,7 @@ def read_crontab() -> list[str]:
 def install(line: str, state_dir: Path) -> str:
     """Add or replace this state dir's line; returns 'installed', 'updated' or 'unchanged'."""
     current = read_crontab()
-    tag = f"{MARKER}{state_dir}"
+    tag = _tag(state_dir)
     ours = [i for i, existing in enumerate(current) if existing.rstrip().endswith(tag)]
     if ours and len(ours) == 1 and current[ours[0]] == line:
         return "unchanged"
@@ -96,7 +100,7 @@ def install(line: str, state_dir: Path) -> str:
 def uninstall(state_dir: Path) -> bool:
     """Remove this state dir's line; True when one was there."""
     current = read_crontab()
-    tag = f"{MARKER}{state_dir}"
+    tag = _tag(state_dir)
     kept = [existing for existing in current if not existing.rstrip().endswith(tag)]
     if len(kept) == len(current):
         return False

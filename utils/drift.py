@@ -35,7 +35,7 @@ CORRECTIONS = ("bh", "by", "holm", "none")
 class DriftSettings:
     """The `drift:` config section's statistics knobs (see config.yaml)."""
 
-    alpha: float = 0.05
+    alpha: float = 0.01
     correction: str = "bh"
     psi_bins: int = 10
     psi_threshold: float = 0.25

@@ -87,6 +87,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any]]:
 
 
 def _compose(overrides: Sequence[str]) -> DictConfig:
+    from utils.config import register_resolvers
+
+    register_resolvers()
     parsed = parse_overrides(overrides)
     primary = OmegaConf.load(CONFIG_FILE)
     folders = _search_path(primary)
@@ -158,9 +161,6 @@ def load_light_config(overrides: Sequence[str] = ()) -> DictConfig:
     Falls back to Hydra for overrides outside the common forms, so the answer (or the error
     message) is always Hydra's.
     """
-    from utils.config import register_resolvers
-
-    register_resolvers()
     try:
         return _compose(overrides)
     except (NeedsHydra, OmegaConfBaseException) as exc:

@@ -50,8 +50,9 @@ class WebhookSettings:
 
 @dataclass(frozen=True)
 class NotifySettings:
-    on: tuple[str, ...] = EVENTS
+    events: tuple[str, ...] = EVENTS
     subject_prefix: str = "[mlops]"
+    repeat_after_s: float = 3600.0
     smtp: SmtpSettings = SmtpSettings()
     webhook: WebhookSettings = WebhookSettings()
 
@@ -60,11 +61,12 @@ class NotifySettings:
         values = dict(values or {})
         smtp = dict(values.get("smtp") or {})
         smtp["to"] = tuple([smtp["to"]] if isinstance(smtp.get("to"), str) else smtp.get("to") or ())
-        unknown = set(values.get("on") or ()) - set(EVENTS)
+        unknown = set(values.get("events") or ()) - set(EVENTS)
         if unknown:
-            raise ValueError(f"notify.on: unknown event(s) {sorted(unknown)}; expected some of {EVENTS}")
-        return cls(on=tuple(values.get("on") or ()),
+            raise ValueError(f"notify.events: unknown event(s) {sorted(unknown)}; expected some of {EVENTS}")
+        return cls(events=tuple(values.get("events") or ()),
                    subject_prefix=values.get("subject_prefix", cls.subject_prefix),
+                   repeat_after_s=float(values.get("repeat_after_s", cls.repeat_after_s)),
                    smtp=SmtpSettings(**smtp),
                    webhook=WebhookSettings(**dict(values.get("webhook") or {})))
 
@@ -120,7 +122,7 @@ def send_webhook(settings: WebhookSettings, payload: dict[str, Any]) -> Delivery
 def notify(settings: NotifySettings, events: list[str], subject: str, body: str,
            payload: dict[str, Any]) -> list[Delivery]:
     """Send one message about ``events`` on every configured channel; never raises."""
-    wanted = [e for e in events if e in settings.on]
+    wanted = [e for e in events if e in settings.events]
     if not wanted or not settings.configured:
         return []
     full_subject = f"{settings.subject_prefix} {subject}".strip()

@@ -1,29 +1,35 @@
 """The prediction log: every prediction the API makes, in ``<state_dir>/predictions.db``.
 
-Written by the API (one background writer thread per worker, one transaction per batch of
-requests), read by the drift check, the dashboard and diagnostics. SQLite in WAL mode lets
-several gunicorn workers append while readers read; ``synchronous=NORMAL`` keeps a commit
-cheap (a power cut may lose the last commits, never corrupt the file). Retention is bounded by
-age and row count, pruned by the writers.
+Written by the API, read by the drift check, the dashboard and diagnostics. SQLite in WAL
+mode lets several gunicorn workers append while readers read; ``synchronous=NORMAL`` keeps a
+commit cheap (a power cut may lose the last commits, never corrupt the file).
 
-Table ``predictions`` (one row per predicted record or text)::
+Cheap on the request path: a request only appends its batch to an in-memory deque (no lock,
+no thread wake-up); one writer thread per worker wakes every ``interval_s``, serialises what
+accumulated (two ``json.dumps`` per request, not two per prediction) and commits it in one
+transaction. Retention is bounded by age and row count, pruned by the writers.
+
+Table ``predictions``, one row per request (a request predicts one or more items)::
 
     id            INTEGER PRIMARY KEY    insertion order
-    time          REAL                   unix seconds (UTC) of the request
+    time          REAL                   unix seconds of the request
     model_version TEXT                   store version that answered, e.g. attrition_model-v3
     task          TEXT                   tabular | nlu
     request_id    TEXT                   the API request id (X-Request-ID)
-    input         TEXT                   JSON: the validated record (tabular) or {"text": ...}
-    output        TEXT                   JSON: the prediction returned for it
-    latency_ms    REAL                   model latency of the request's batch
+    n             INTEGER                predictions in this row
+    input         TEXT                   JSON, tabular: {"columns": [...], "rows": [[...], ...],
+                                         "ids": [...] | null}; NLU: {"texts": [...]}
+    output        TEXT                   JSON list, one prediction per input item, in order
+    latency_ms    REAL                   model latency of the whole request
 
+``read_predictions`` returns it one prediction per dict (what the drift check wants).
 Standard library only, so readers (cron tick, reporting) can import it cheaply.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -42,6 +48,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     model_version TEXT NOT NULL,
     task TEXT NOT NULL,
     request_id TEXT,
+    n INTEGER NOT NULL,
     input TEXT NOT NULL,
     output TEXT NOT NULL,
     latency_ms REAL
@@ -59,7 +66,7 @@ class LoggedBatch:
     model_version: str
     task: str
     request_id: str
-    inputs: Sequence[Any]
+    input: dict[str, Any]        # tabular: columns/rows/ids; NLU: texts (see the module docstring)
     outputs: Sequence[Any]
     latency_ms: float
 
@@ -104,23 +111,27 @@ def prune(conn: sqlite3.Connection, retention_days: float | None, max_rows: int 
 
 
 class PredictionLog:
-    """Append-only writer with a bounded queue: a request never waits for the disk.
+    """Append-only writer: a request never waits for the disk, nor wakes a thread.
 
-    ``append`` is O(1) and never blocks; when the queue is full (disk stalled) the batch is
+    ``append`` never blocks; beyond ``queue_size`` waiting requests (disk stalled) a batch is
     dropped and counted, because answering the caller matters more than the log.
     """
 
     def __init__(self, db_path: str | Path, retention_days: float | None = 30,
-                 max_rows: int | None = None, queue_size: int = 10000) -> None:
+                 max_rows: int | None = None, queue_size: int = 10000, interval_s: float = 0.2) -> None:
         self.db_path = Path(db_path)
         self.retention_days = retention_days
         self.max_rows = max_rows
+        self.queue_size = queue_size
+        self.interval_s = interval_s
         self.dropped = 0
-        self.written = 0
-        self._queue: queue.Queue[LoggedBatch | None] = queue.Queue(maxsize=queue_size)
+        self.written = 0          # requests committed
+        self._pending: collections.deque[LoggedBatch] = collections.deque()
+        self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._closed = False
+        self._wake = threading.Event()
+        self._stop = False
 
     def start(self) -> "PredictionLog":
         with self._lock:
@@ -133,79 +144,68 @@ class PredictionLog:
         return self
 
     def append(self, batch: LoggedBatch) -> bool:
-        """Queue one request's predictions; False when dropped (queue full or log closed)."""
-        if self._closed:
-            return False
-        try:
-            self._queue.put_nowait(batch)
-            return True
-        except queue.Full:
+        """Queue one request's predictions; False when dropped (backlog full or log closed)."""
+        if self._stop or len(self._pending) >= self.queue_size:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("prediction log queue full: %d batch(es) dropped so far", self.dropped)
+                log.warning("prediction log %s: %d batch(es) dropped so far (writer behind or closed)",
+                            self.db_path, self.dropped)
             return False
+        self._pending.append(batch)      # deque.append is atomic: no lock on the request path
+        return True
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until everything queued so far is committed (tests, shutdown)."""
+        """Wait until everything appended so far is committed (tests, shutdown)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return not self._queue.unfinished_tasks
+        self._wake.set()
+        while (self._pending or self._in_flight) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
+        return not (self._pending or self._in_flight)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, then stop the writer."""
-        if self._closed:
+        if self._stop:
             return
-        self._closed = True
+        self.flush(timeout_s)
+        self._stop = True
+        self._wake.set()
         if self._thread is not None:
-            self._queue.put(None)
             self._thread.join(timeout_s)
 
     # ---- writer thread --------------------------------------------------------------------
     def _run(self) -> None:
         conn = connect(self.db_path)
         last_prune = time.monotonic()
-        stop = False
-        while not stop:
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            batches = []
+            self._in_flight = 1
             try:
-                first = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                if time.monotonic() - last_prune > _PRUNE_EVERY_S:
-                    last_prune = self._prune(conn)
-                continue
-            batch = [first]
-            while len(batch) < 1000:   # everything already waiting goes into one transaction
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is None for item in batch)
-            try:
-                self._write(conn, [item for item in batch if item is not None])
-            except sqlite3.Error as exc:   # keep serving; the log is best effort
+                while self._pending:
+                    batches.append(self._pending.popleft())
+                if batches:
+                    self._write(conn, batches)
+            except Exception as exc:   # keep serving; the log is best effort
                 log.error("prediction log %s: write failed, %d request(s) lost: %s",
-                          self.db_path, len(batch), exc)
+                          self.db_path, len(batches), exc)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._in_flight = 0
             if time.monotonic() - last_prune > _PRUNE_EVERY_S:
                 last_prune = self._prune(conn)
+            if self._stop and not self._pending:
+                break
         conn.close()
 
     def _write(self, conn: sqlite3.Connection, batches: list[LoggedBatch]) -> None:
-        rows = []
-        for b in batches:
-            for item_in, item_out in zip(b.inputs, b.outputs):
-                rows.append((b.time, b.model_version, b.task, b.request_id,
-                             json.dumps(item_in, separators=(",", ":"), default=str),
-                             json.dumps(item_out, separators=(",", ":"), default=str),
-                             b.latency_ms))
-        if not rows:
-            return
+        dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        rows = [(b.time, b.model_version, b.task, b.request_id, len(b.outputs), dumps(b.input),
+                 dumps(list(b.outputs)), b.latency_ms) for b in batches]
         conn.execute("BEGIN")
         try:
-            conn.executemany("INSERT INTO predictions (time, model_version, task, request_id, input, "
-                             "output, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO predictions (time, model_version, task, request_id, n, input, "
+                             "output, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -223,9 +223,28 @@ class PredictionLog:
 
 
 # ---- readers -----------------------------------------------------------------------------
+def _items(task: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored input of one request -> one dict per item ({column: value, "id": ...} / {"text": ...})."""
+    if "texts" in data:
+        return [{"text": t} for t in data["texts"]]
+    columns = data.get("columns") or []
+    ids = data.get("ids") or [None] * len(data.get("rows") or [])
+    out = []
+    for row, row_id in zip(data.get("rows") or [], ids):
+        item = dict(zip(columns, row))
+        if row_id is not None:
+            item["id"] = row_id
+        out.append(item)
+    return out
+
+
 def read_predictions(db_path: str | Path, since: float | None = None, model_version: str | None = None,
                      limit: int | None = None) -> list[dict[str, Any]]:
-    """Logged predictions, oldest first, with input/output decoded (for the drift check)."""
+    """Logged predictions, oldest first, one dict per prediction:
+    {time, model_version, task, request_id, input: {...}, output: {...}, latency_ms}.
+
+    ``limit`` keeps the newest requests (rows), not predictions.
+    """
     clauses, args = [], []
     if since is not None:
         clauses.append("time >= ?")
@@ -234,18 +253,21 @@ def read_predictions(db_path: str | Path, since: float | None = None, model_vers
         clauses.append("model_version = ?")
         args.append(model_version)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT time, model_version, task, request_id, input, output, latency_ms FROM predictions {where}"
-    if limit is not None:   # the newest `limit` rows, still returned oldest first
-        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT {int(limit)}) ORDER BY time"
+    sql = f"SELECT id, time, model_version, task, request_id, input, output, latency_ms FROM predictions {where}"
+    if limit is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT {int(limit)}) ORDER BY id"
     else:
         sql += " ORDER BY id"
     with _reader(db_path) as conn:
         if conn is None:
             return []
         rows = conn.execute(sql, args).fetchall()
-    return [{"time": t, "model_version": v, "task": task, "request_id": rid,
-             "input": json.loads(i), "output": json.loads(o), "latency_ms": lat}
-            for t, v, task, rid, i, o, lat in rows]
+    out = []
+    for _, t, version, task, rid, inp, outp, latency in rows:
+        for item, prediction in zip(_items(task, json.loads(inp)), json.loads(outp)):
+            out.append({"time": t, "model_version": version, "task": task, "request_id": rid,
+                        "input": item, "output": prediction, "latency_ms": latency})
+    return out
 
 
 def prediction_volume(db_path: str | Path, hours: int = 24, now: float | None = None) -> list[dict[str, Any]]:
@@ -256,7 +278,7 @@ def prediction_volume(db_path: str | Path, hours: int = 24, now: float | None = 
     with _reader(db_path) as conn:
         if conn is not None:
             rows = conn.execute(
-                "SELECT CAST(time / 3600 AS INTEGER) AS hour, COUNT(*) FROM predictions "
+                "SELECT CAST(time / 3600 AS INTEGER) AS hour, SUM(n) FROM predictions "
                 "WHERE time >= ? GROUP BY hour", (start_hour * 3600.0,)).fetchall()
             counts = {int(h): int(n) for h, n in rows}
     return [{"hour_start": float(h * 3600), "count": counts.get(h, 0)}
@@ -264,5 +286,8 @@ def prediction_volume(db_path: str | Path, hours: int = 24, now: float | None = 
 
 
 def count_predictions(db_path: str | Path) -> int:
+    """Predictions logged (items, not requests)."""
     with _reader(db_path) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]) if conn else 0
+        if conn is None:
+            return 0
+        return int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM predictions").fetchone()[0])

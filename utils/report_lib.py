@@ -60,6 +60,12 @@ def confusion_matrix_png(labels: Sequence[Any], matrix: Sequence[Sequence[int]],
     sns.heatmap(np.asarray(matrix, dtype=int), annot=True, fmt="d", cmap="Blues", cbar=True, ax=ax,
                 xticklabels=names, yticklabels=names, square=False, linewidths=0.5, linecolor="white",
                 annot_kws={"size": 7 if small else 11})
+    from matplotlib.ticker import MaxNLocator
+
+    colorbar = ax.collections[0].colorbar
+    colorbar.locator = MaxNLocator(integer=True)   # counts: no 0.25 ticks
+    colorbar.update_ticks()
+    colorbar.set_label("examples")
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
     ax.set_title(title)

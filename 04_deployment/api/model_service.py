@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,14 @@ class ServedModel:
             # inputs are validated (finite, right shape): skip sklearn's own re-checks
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 proba = self._estimator.predict_proba(matrix)
-            best = proba.argmax(axis=1)
-            labels = [_plain(v) for v in np.asarray(self.classes)[best].tolist()]
-            names = [str(c) for c in self.classes]
-            return [{"label": label, "probability": float(row[b]),
-                     "probabilities": dict(zip(names, row.tolist()))}
-                    for label, b, row in zip(labels, best.tolist(), proba)]
+            classes = self.class_labels
+            names = self.class_names
+            out = []
+            for row in proba.tolist():       # plain floats: cheaper than numpy scalars per row
+                best = max(range(len(row)), key=row.__getitem__)
+                out.append({"label": classes[best], "probability": row[best],
+                            "probabilities": dict(zip(names, row))})
+            return out
         if self._estimator is not None:
             predicted = self._estimator.predict(matrix)
         else:
@@ -88,6 +91,14 @@ class ServedModel:
         return [{"intent": str(r.get("intent")), "confidence": _plain(r.get("confidence")),
                  "tags": [str(t) for t in _as_list(r.get("tags"))],
                  "slots": [_slot(s) for s in _as_list(r.get("slots"))]} for r in rows]
+
+    @cached_property
+    def class_labels(self) -> list[Any]:
+        return [_plain(c) for c in self.classes]
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.class_labels]
 
     @property
     def estimator(self) -> Any:

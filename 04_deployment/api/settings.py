@@ -71,12 +71,9 @@ class ApiPaths:
         return self.state.logs_dir / "api"
 
     @property
-    def config_file(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def prometheus_dir(self) -> Path:
-        return self.root / "prometheus"
+    def runs_dir(self) -> Path:
+        """run/<server pid>/: config.json (resolved config) and prometheus/ (metrics files)."""
+        return self.root / "run"
 
     @property
     def jobs_db(self) -> Path:

@@ -1,0 +1,177 @@
+"""The Flask app factory: `create_app()` wires config, model, logs, metrics and routes.
+
+    gunicorn --pythonpath 04_deployment,. 'api.app:create_app()'     (serve.py does this)
+
+Every response carries X-Request-ID; every error is JSON with that id; every request is
+counted in /metrics and written to the structured access log (logger `api.access`).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from flask import Flask, Response, g, request
+from omegaconf import DictConfig
+from werkzeug.exceptions import HTTPException
+
+from api import admin, routes
+from api.errors import ApiError, error_response
+from api.jobs import JobStore
+from api.metrics import ApiMetrics
+from api.model_service import ModelHolder
+from api.settings import AppConfig, load_app_config
+from api.validation import Limits, RequestError
+from utils.model_store import ModelStore
+from utils.paths import REPO_ROOT
+from utils.prediction_log import PredictionLog
+
+log = logging.getLogger("api")
+access_log = logging.getLogger("api.access")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Services:
+    """What the routes use, built once per app (per worker process)."""
+
+    config: AppConfig
+    store: ModelStore
+    models: ModelHolder
+    metrics: ApiMetrics
+    prediction_log: PredictionLog | None
+    jobs: JobStore
+    api_key: str | None
+    limits: Limits
+    service_version: str
+    started: float = field(default_factory=time.monotonic)
+    scoring_lock: threading.Lock = field(default_factory=threading.Lock)
+    scoring_cache: dict[Any, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+
+def service_version() -> str:
+    try:
+        return str(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def build_services(config: AppConfig) -> Services:
+    settings = config.settings
+    metrics = ApiMetrics()
+    store = ModelStore(config.paths.models_dir)
+    holder = ModelHolder(store, config.task, settings.reload_check_ms / 1000.0,
+                         on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
+    prediction_log = None
+    if settings.prediction_log:
+        prediction_log = PredictionLog(config.paths.predictions_db, settings.prediction_log_retention_days,
+                                       settings.prediction_log_max_rows, settings.prediction_log_queue).start()
+    api_key = (os.environ.get(settings.api_key_env) or "").strip() or None
+    if api_key is None:
+        log.warning("no API key in $%s: /scoring, ?refresh=1 and /admin/* answer 403", settings.api_key_env)
+    elif len(api_key) < 16:
+        log.warning("the API key in $%s is short (%d characters); use 32+ random characters",
+                    settings.api_key_env, len(api_key))
+    return Services(config=config, store=store, models=holder, metrics=metrics,
+                    prediction_log=prediction_log, jobs=JobStore(config.api_paths.jobs_db), api_key=api_key,
+                    limits=Limits(settings.max_records, settings.max_text_chars),
+                    service_version=service_version())
+
+
+def create_app(config: DictConfig | Mapping[str, Any] | None = None,
+               overrides: Sequence[str] | None = None) -> Flask:
+    """The app for one worker. ``config``: a composed config (tests); default: serve.py's or config.yaml."""
+    app_config = load_app_config(config, overrides)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = app_config.settings.max_body_bytes
+    app.json.sort_keys = False          # type: ignore[attr-defined]
+    app.json.compact = True             # type: ignore[attr-defined]
+    services = build_services(app_config)
+    app.extensions["mlops"] = services
+    _register_hooks(app, services)
+    _register_errors(app)
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(admin.bp)
+    model = services.models.current()      # load now, not on the first request
+    log.info("API ready (pid %d): serving %s, state dir %s", os.getpid(),
+             model.version if model else "nothing yet", app_config.paths.state_dir)
+    return app
+
+
+def _register_hooks(app: Flask, services: Services) -> None:
+    settings = services.config.settings
+    # request ids: a random per-process prefix and a counter (no syscall per request)
+    id_prefix = uuid.uuid4().hex[:16]
+    id_counter = itertools.count(1)
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID_RE.match(given) else f"{id_prefix}{next(id_counter):08x}"
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        method = request.method if request.method in _METHODS else "OTHER"
+        services.metrics.observe_request(route, method, response.status_code, elapsed)
+        if settings.access_log and access_log.isEnabledFor(logging.INFO):
+            access_log.info(json.dumps({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "request_id": g.get("request_id"),
+                "remote": request.remote_addr, "method": method, "path": request.path[:200],
+                "route": route, "status": response.status_code, "ms": round(elapsed * 1000.0, 3),
+                "bytes_in": request.content_length, "bytes_out": response.content_length,
+                "model_version": g.get("model_version"), "pid": os.getpid()}))
+        return response
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(RequestError)
+    def bad_request(exc: RequestError) -> Response:
+        return error_response(exc.status, exc.message, errors=exc.errors or None)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, headers=exc.headers, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = {}
+        if status == 404:
+            message = f"no route {request.method} {request.path[:200]}; GET / lists the routes"
+        elif status == 405:
+            allowed = exc.get_response().headers.get("Allow", "")
+            headers["Allow"] = allowed
+            message = f"method {request.method[:20]} not allowed on {request.path[:200]}; allowed: {allowed}"
+        elif status == 413:
+            message = (f"request body larger than api.max_body_bytes="
+                       f"{app.config['MAX_CONTENT_LENGTH']} bytes; split it into smaller requests")
+        else:
+            message = exc.description or exc.name
+        return error_response(status, message, headers=headers)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path[:200],
+                      g.get("request_id"))
+        return error_response(500, "internal error; the server log has the details under this request_id")

@@ -1,0 +1,66 @@
+"""Runs one API job to the end and records its state (started by api.jobs.start_job).
+
+    python -m api.jobrunner --db JOBS_DB --job ID --lock LOCK_FILE --log LOG -- command...
+
+Holds the pipeline lock while the command runs, so a retrain from the API and the cron
+tick never run the chain at the same time; forwards SIGTERM/SIGINT to the command.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from api.jobs import JobStore
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, type=Path)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--lock", required=True, type=Path)
+    parser.add_argument("--log", required=True, type=Path)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    store = JobStore(args.db)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "ab", buffering=0) as log:
+        lock = FileLock(str(args.lock), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            message = f"another pipeline run holds {args.lock}; try again when it has finished"
+            log.write(f"{message}\n".encode())
+            store.update(args.job, state="failed", finished=time.time(), error=message)
+            return 1
+        try:
+            store.update(args.job, state="running", started=time.time())
+            log.write(f"$ {' '.join(command)}\n".encode())
+            try:
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                store.update(args.job, state="failed", finished=time.time(), error=str(exc))
+                return 1
+
+            def forward(signum: int, _frame: object) -> None:
+                proc.send_signal(signum)
+
+            signal.signal(signal.SIGTERM, forward)
+            signal.signal(signal.SIGINT, forward)
+            code = proc.wait()
+            store.update(args.job, state="succeeded" if code == 0 else "failed", returncode=code,
+                         finished=time.time(),
+                         error=None if code == 0 else f"exit status {code}; see the log")
+            return code
+        finally:
+            lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

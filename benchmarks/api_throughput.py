@@ -1,0 +1,262 @@
+"""Throughput and latency of POST /prediction: our API vs `mlflow models serve`, same model.
+
+One run, same machine, loopback only: a scaled logistic regression (StandardScaler +
+LogisticRegression, trained on the embedded tabular data) is written into a temporary model
+store and deployed; our API (04_deployment/serve.py: gunicorn, validation, Prometheus metrics
+and the prediction log all on) and `mlflow models serve --env-manager local` serve that same
+model folder. Each server gets the same load: a single record and a batch of 100 records per
+request, `--concurrency` concurrent keep-alive clients, at most `--requests` requests or
+`--duration-s` seconds per scenario. The load tool is `hey` (Debian package `hey`) when
+installed, otherwise a Python thread client (slower: it competes with the servers for CPU).
+
+    python benchmarks/api_throughput.py                        # defaults: 8 clients, 20k requests / 10 s
+    python benchmarks/api_throughput.py --mlflow-workers 1 2 --json out.json
+
+Prints one table: requests/s, p50 and p99 latency (ms), errors, and the ratio to mlflow.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from utils.model_store import ModelStore  # noqa: E402
+
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_model(state: Path) -> tuple[Path, list[dict[str, float]]]:
+    """Train the scaled LR on the embedded data, deploy it as attrition_model-v1; return its folder."""
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
+    frame = pd.concat([pd.read_csv(p) for p in sorted((REPO_ROOT / "01_data/sourcedata/tabular").glob("*.csv"))])
+    x, y = frame[features].astype(float), frame["exited"].astype(int)
+    model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=1000))]).fit(x, y)
+    tmp = state / "saved"
+    import sklearn
+
+    mlflow.sklearn.save_model(model, str(tmp), signature=infer_signature(x, model.predict(x)),
+                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"])  # no import scan
+    store = ModelStore(state / "models")
+    version = "attrition_model-v1"
+    store.add_version(version, tmp, {"model_name": "attrition_model", "registry_version": 1, "task": "tabular"})
+    store.write_score(version, {"f1": 0.5}, "f1")
+    store.deploy(version, reason="benchmark")
+    records = [dict(zip(features, map(float, row))) for row in x.head(100).itertuples(index=False)]
+    return store.model_dir(version), records
+
+
+def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# ---- load generation ---------------------------------------------------------------------
+def run_hey(url: str, body: Path, requests_n: int, duration_s: float, concurrency: int) -> dict[str, Any]:
+    cmd = ["hey", "-n", str(requests_n), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+           "-D", str(body), "-t", "20", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s * 3 + 60).stdout
+
+    def grab(pattern: str) -> float | None:
+        m = re.search(pattern, out)
+        return float(m.group(1)) if m else None
+
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors = sum(n for c, n in codes.items() if c != 200)
+    if "Error distribution:" in out:
+        tail = out.split("Error distribution:", 1)[1]
+        errors += sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", tail, flags=re.M))
+    return {"rps": grab(r"Requests/sec:\s+([\d.]+)"), "p50_ms": (grab(r"50%+ in ([\d.]+) secs") or 0) * 1000,
+            "p99_ms": (grab(r"99%+ in ([\d.]+) secs") or 0) * 1000, "requests": sum(codes.values()),
+            "errors": errors, "tool": "hey"}
+
+
+def run_python(url: str, body: Path, requests_n: int, duration_s: float, concurrency: int) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    target = urlparse(url)
+    payload = body.read_bytes()
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    remaining = [requests_n]
+    deadline = time.monotonic() + duration_s
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=20)
+        mine: list[float] = []
+        while time.monotonic() < deadline:
+            with lock:
+                if remaining[0] <= 0:
+                    break
+                remaining[0] -= 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", target.path, payload, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=20)
+            mine.append(time.perf_counter() - t0)
+            if not ok:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    lat = sorted(latencies)
+    return {"rps": len(lat) / elapsed, "p50_ms": statistics.median(lat) * 1000,
+            "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, "requests": len(lat),
+            "errors": errors[0], "tool": "python"}
+
+
+def load(url: str, body: Path, args: argparse.Namespace) -> dict[str, Any]:
+    runner = run_hey if shutil.which("hey") and not args.python_client else run_python
+    # warm-up (connections, lazy imports), not measured
+    runner(url, body, min(200, args.requests), 10, args.concurrency)
+    return runner(url, body, args.requests, args.duration_s, args.concurrency)
+
+
+# ---- servers -----------------------------------------------------------------------------
+def start_ours(state: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
+    cmd = [PYTHON, str(REPO_ROOT / "04_deployment/serve.py"), f"paths.state_dir={state}",
+           f"api.port={port}", f"api.workers={args.workers}", f"api.threads={args.threads}"]
+    env = {**os.environ, "API_KEY": "benchmark-key-not-secret-0123456789"}
+    return subprocess.Popen(cmd, cwd=str(state), env=env, start_new_session=True,
+                            stdout=open(state / "ours.log", "w"), stderr=subprocess.STDOUT)
+
+
+def start_mlflow(state: Path, model_dir: Path, port: int, workers: int) -> subprocess.Popen:
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.Popen(cmd, cwd=str(state), env=env, start_new_session=True,
+                            stdout=open(state / f"mlflow-{workers}.log", "w"), stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=20000, help="per scenario (upper bound)")
+    parser.add_argument("--duration-s", type=float, default=10.0, help="per scenario (python client bound)")
+    parser.add_argument("--workers", type=int, default=2, help="our gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    parser.add_argument("--mlflow-workers", type=int, nargs="*", default=[1],
+                        help="mlflow models serve --workers values to compare (empty: skip mlflow)")
+    parser.add_argument("--python-client", action="store_true", help="use the Python client even if hey exists")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        model_dir, records = build_model(state)
+        bodies = {}
+        for name, recs in (("single", records[:1]), ("batch100", records[:100])):
+            for server, key in (("ours", "records"), ("mlflow", "dataframe_records")):
+                path = state / f"{server}-{name}.json"
+                path.write_text(json.dumps({key: recs}))
+                bodies[(server, name)] = path
+        results: list[dict[str, Any]] = []
+
+        port = free_port()
+        proc = start_ours(state, port, args)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/health", 180, proc)
+            for name in ("single", "batch100"):
+                res = load(f"http://127.0.0.1:{port}/prediction", bodies[("ours", name)], args)
+                results.append({"server": f"ours (gunicorn {args.workers}x{args.threads})", "payload": name, **res})
+        finally:
+            stop(proc)
+        from utils.prediction_log import count_predictions
+
+        logged = count_predictions(state / "predictions.db")
+
+        for workers in args.mlflow_workers:
+            port = free_port()
+            proc = start_mlflow(state, model_dir, port, workers)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/ping", 180, proc)
+                for name in ("single", "batch100"):
+                    res = load(f"http://127.0.0.1:{port}/invocations", bodies[("mlflow", name)], args)
+                    results.append({"server": f"mlflow models serve (--workers {workers})", "payload": name, **res})
+            finally:
+                stop(proc)
+
+        base = {r["payload"]: r["rps"] for r in results if r["server"].startswith("mlflow") and "--workers 1)" in r["server"]}
+        print(f"\nPOST /prediction, concurrency {args.concurrency}, {os.cpu_count()} CPUs, load tool "
+              f"{results[0]['tool']}; our prediction log holds {logged} rows after the run\n")
+        print(f"{'server':38} {'payload':9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x mlflow':>9}")
+        for r in results:
+            ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
+            print(f"{r['server']:38} {r['payload']:9} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                  f"{r['errors']:7d} {ratio:9.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
+                                             "prediction_log_rows": logged, "results": results}, indent=2))
+        return 0 if all(r["errors"] == 0 for r in results) else 1
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The reporting step (06_reporting/reporting.py) and utils/report_lib.py, both tasks."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.diagnostics.builders import (NLU_TASK, TABULAR_TASK, built_and_reported, load_steps,
+                                        reporting_config, run_in_pipeline, tracking_at, write_drift)
+from utils import report_lib as rl
+from utils.paths import StatePaths
+
+SECTIONS = ("summary", "metrics", "plots", "diagnostics", "drift")
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory, empty_tracking_db):
+    return built_and_reported(tmp_path_factory.mktemp("report") / "tabular", "tabular", empty_tracking_db)
+
+
+@pytest.fixture(scope="module")
+def nlu(tmp_path_factory, empty_tracking_db):
+    return built_and_reported(tmp_path_factory.mktemp("report") / "nlu", "nlu", empty_tracking_db)
+
+
+def png(path) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        assert img.format == "PNG"
+        return np.asarray(img.convert("RGB"))
+
+
+def assert_drawn(pixels: np.ndarray) -> None:
+    """Not a blank canvas: plenty of non-white pixels and many colours."""
+    non_white = (pixels < 245).any(axis=2).mean()
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert non_white > 0.05 and colours > 50, (non_white, colours)
+
+
+# ---------------------------------------------------------------------------------- pieces
+def test_confusion_counts_rows_true_columns_predicted():
+    labels, matrix = rl.confusion_counts([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], [0, 1])
+    assert labels == [0, 1] and matrix == [[1, 1], [1, 2]]
+    labels, matrix = rl.confusion_counts(["b", "a", "a"], ["a", "a", "c"])
+    assert labels == ["a", "b", "c"] and matrix == [[1, 0, 1], [1, 0, 0], [0, 0, 0]]
+
+
+def test_metric_history_from_the_store(tabular):
+    points = rl.metric_history(tabular["store"], "attrition_model")
+    assert [(p["version"], p["score"], p["deployed"], p["production"]) for p in points] == [
+        ("attrition_model-v1", 0.60, True, False),
+        ("attrition_model-v2", 0.55, False, False),
+        ("attrition_model-v3", 0.70, True, True)]
+    assert all(p["created"] and p["metric"] == "f1" for p in points)
+    assert rl.metric_history(tabular["store"], "no_such_model") == []
+
+
+def test_per_slot_scores_are_seqeval_per_type(nlu):
+    per_slot = rl.per_slot_scores(nlu["diagnostics"]["predictions"]["rows"])
+    assert set(per_slot) == {"dataset", "location", "theme"}
+    # dataset: 2 of 3 gold spans found, no false positives; theme: 1 of 2; location: all 3
+    assert per_slot["dataset"]["f1-score"] == pytest.approx(0.8)
+    assert per_slot["location"]["f1-score"] == pytest.approx(1.0)
+    assert per_slot["theme"]["f1-score"] == pytest.approx(2 / 3)
+    assert per_slot["dataset"]["support"] == 3
+
+
+def test_fmt_number_for_people():
+    assert [rl.fmt_number(v) for v in (None, True, 3, 0.123456789, float("nan"), "x")] == [
+        "—", "yes", "3", "0.1235", "—", "x"]
+
+
+# ----------------------------------------------------------------------------- step outputs
+def test_tabular_outputs_exist_with_expected_sizes(tabular):
+    assert tabular["report_exit"] == 0
+    reports = tabular["paths"].reports_dir
+    for name, size in (("confusionmatrix.png", rl.CONFUSION_SIZE_PX), ("metric_history.png", rl.HISTORY_SIZE_PX)):
+        pixels = png(reports / name)
+        assert (pixels.shape[1], pixels.shape[0]) == size
+        assert_drawn(pixels)
+    assert not (reports / "slot_f1.png").exists(), "slot F1 is an NLU plot"
+    assert sorted(tabular["artifacts"]["reporting"]) == [
+        "reports/confusionmatrix.png", "reports/metric_history.png", "reports/report.html"]
+
+
+def test_tabular_html_has_every_section_and_is_self_contained(tabular):
+    html = (tabular["paths"].reports_dir / "report.html").read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert html.count('src="data:image/png;base64,') == 2
+    assert not re.search(r'(src|href)="(https?:)?//', html), "no external resources"
+    assert "<script" not in html
+    d = tabular["diagnostics"]
+    assert "attrition_model-v3" in html and "<b>f1</b>" in html
+    assert f"{d['predictions']['n_examples']} examples" in html
+    for col in ("lastmonth_activity", "lastyear_activity", "number_of_employees"):
+        assert f"<td>{col}</td>" in html
+    assert rl.fmt_number(d["summary_stats"]["summary"]["lastyear_activity"]["mean"]) in html
+    assert rl.fmt_number(d["timing"]["latency"]["p99_ms"]) in html
+    assert "<td>model_deployment</td>" in html
+    assert "No drift check yet" in html
+
+
+def test_nlu_outputs_slot_f1_and_intent_confusion(nlu):
+    assert nlu["report_exit"] == 0
+    reports = nlu["paths"].reports_dir
+    for name, size in (("confusionmatrix.png", rl.CONFUSION_SIZE_PX), ("slot_f1.png", rl.SLOT_F1_SIZE_PX),
+                       ("metric_history.png", rl.HISTORY_SIZE_PX)):
+        pixels = png(reports / name)
+        assert (pixels.shape[1], pixels.shape[0]) == size
+        assert_drawn(pixels)
+    html = (reports / "report.html").read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert html.count('src="data:image/png;base64,') == 3
+    assert "intent accuracy 0.8333" in html
+    assert "<td>subscribe_alert</td>" in html and "<td>location</td>" in html
+    assert "vocabulary 17 distinct" in html
+
+
+@pytest.fixture
+def tabular_copy(tabular, tmp_path, empty_tracking_db):
+    root = tmp_path / "state"
+    shutil.copytree(tabular["paths"].state_dir, root, symlinks=True)
+    with tracking_at(root, empty_tracking_db) as experiment_id:
+        yield root, experiment_id
+
+
+def test_drift_results_are_shown_when_present(tabular_copy):
+    root, experiment_id = tabular_copy
+    _, reporting = load_steps()
+    write_drift(StatePaths.of(root), drift=True)
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
+    assert code == 0
+    html = (root / "reports" / "report.html").read_text()
+    drift = html[html.index('<section id="drift">'):]
+    assert "drift detected" in drift and "2026-01-02T03:04:05+0000" in drift
+    assert "lastmonth_activity.ks_pvalue" in drift and "0.0012" in drift
+    assert "label_share.psi" in drift and "reference_rows" in drift
+    assert "No drift check yet" not in html
+
+
+def test_reporting_without_diagnostics_fails_clearly(tabular_copy, caplog):
+    root, experiment_id = tabular_copy
+    _, reporting = load_steps()
+    (root / "reports" / "diagnostics.json").unlink()
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
+    assert code == 2 and "run the diagnostics step" in caplog.text
+
+
+def test_reporting_refuses_diagnostics_of_the_other_task(tabular_copy, caplog):
+    root, experiment_id = tabular_copy
+    _, reporting = load_steps()
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, NLU_TASK), "reporting", experiment_id)
+    assert code == 2 and "not 'nlu'" in caplog.text
+
+
+# ------------------------------------------------------------------------- headless browser
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot(html_file, out, tmp_path) -> np.ndarray:
+    import subprocess
+
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={out}", "--window-size=1200,2000",
+         html_file.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    return png(out)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                    reason=f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
+@pytest.mark.parametrize("task", ["tabular", "nlu"])
+def test_report_renders_in_headless_chromium_with_plots(task, request, tmp_path):
+    state = request.getfixturevalue(task)
+    shot = screenshot(state["paths"].reports_dir / "report.html", tmp_path / "shot.png", tmp_path)
+    assert shot.shape[:2] == (2000, 1200)
+    assert_drawn(shot)
+    r, g, b = (shot[..., i].astype(int) for i in range(3))
+    # the embedded plots are on screen: seaborn's blue heatmap cells / bars (page text and
+    # table colours are grey-blue at most, b - r < 60)
+    plot_blue = ((b - r) > 80) & (b > 90)
+    assert plot_blue.sum() > 20_000, f"only {plot_blue.sum()} plot-blue pixels: plots not rendered?"
+    rows = np.nonzero(plot_blue.any(axis=1))[0]
+    assert rows.min() > 300, "plots come after the run summary and metrics"
+    if task == "tabular":   # metric history sits next to the confusion matrix: its orange star
+        star = (r > 200) & (g > 110) & (g < 160) & (b < 110)
+        assert star.sum() > 30

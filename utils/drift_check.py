@@ -1,0 +1,255 @@
+"""The cron tick's drift check: the rows ingested since the last check, against the reference.
+
+Reference: the ingested dataset as it was at the end of the previous check (normally: before
+this tick's ingestion), kept as a hard link by utils/tick_state.py. Why that and not the
+training rows of the production model: it is exactly what the tick already compared and
+accepted, it exists without asking MLflow, and it has the same schema and cleaning as the
+new rows. Data accepted as "no drift" joins the reference, so a slow creep is compared
+against data that crept too; the performance check (the model itself on the new labels)
+does not have that blind spot, which is why the default policy uses both.
+
+New rows: rows of the current dataset that are not in the reference (the dataset is
+de-duplicated, so these are exactly the rows this tick's files added).
+
+Signals:
+* performance — the production model scores the new labelled rows (tabular: sklearn
+  flavor; NLU: pyfunc texts -> intent/tags) and its primary metric is compared with the
+  score recorded at deployment (`latestscore.txt`), with `drift.performance.*`;
+* distribution — utils/drift.py on the new rows, and on the inputs the API logged since the
+  last check when `drift.prediction_log` is on (unlabelled: features only / texts only).
+
+Writes `${state_dir}/reports/drift.json` and an MLflow run (tag pipeline.kind=drift_check).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from utils.drift import DriftSettings, nlu_drift, performance_drift, tabular_drift
+from utils.model_store import ModelStore, parse_version_id
+from utils.paths import REPO_ROOT, StatePaths
+
+log = logging.getLogger("fullprocess.drift")
+
+
+@dataclass
+class DriftOutcome:
+    n_reference: int
+    n_new: int
+    performance: bool | None            # None: no verdict (no model, no labelled rows...)
+    distribution: bool | None
+    report: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    @property
+    def signals(self) -> dict[str, bool | None]:
+        return {"performance": self.performance, "distribution": self.distribution}
+
+
+# ---- data -----------------------------------------------------------------------------------
+def _read_tabular(path: Path, task: DictConfig) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={task.id_column: str})
+
+
+def new_tabular_rows(reference: Any, current: Any) -> Any:
+    """Rows of ``current`` that are not in ``reference`` (all columns compared)."""
+    import pandas as pd
+
+    if reference.empty:
+        return current
+    columns = list(current.columns)
+    ref_hashes = set(pd.util.hash_pandas_object(reference[columns].astype(str), index=False))
+    cur_hashes = pd.util.hash_pandas_object(current[columns].astype(str), index=False)
+    return current[~cur_hashes.isin(ref_hashes).to_numpy()].reset_index(drop=True)
+
+
+def _key(example: Any) -> tuple[str, str, tuple[str, ...]]:
+    return example.text, example.intent, tuple(example.tags)
+
+
+def new_nlu_examples(reference: list[Any], current: list[Any]) -> list[Any]:
+    seen = {_key(e) for e in reference}
+    return [e for e in current if _key(e) not in seen]
+
+
+# ---- performance ----------------------------------------------------------------------------
+def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, float]:
+    import mlflow.sklearn
+
+    from utils.scoring_lib import classification_report
+
+    model = mlflow.sklearn.load_model(str(model_dir))
+    features = rows[list(task.features)].astype(float)
+    y_true = rows[task.label_column].astype(int).to_numpy()
+    y_score = model.predict_proba(features)[:, 1] if hasattr(model, "predict_proba") else None
+    return classification_report(y_true, model.predict(features), y_score, list(task.label_values))["metrics"]
+
+
+def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[str, float]:
+    from utils.nlu_metrics import nlu_metrics
+    from utils.scoring_lib import NLU_SCALAR_METRICS, nlu_predict_function
+
+    predict = nlu_predict_function(model_dir)
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(examples), batch_size):
+        rows.extend(predict([e.text for e in examples[start:start + batch_size]]))
+    report = nlu_metrics(examples, [str(r["intent"]) for r in rows], [list(r["tags"]) for r in rows])
+    return {k: float(report[k]) for k in NLU_SCALAR_METRICS}
+
+
+def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str, Any]:
+    """The production model on the new labelled rows against its recorded score."""
+    perf_cfg = cfg.drift.performance
+    task = cfg.task
+    production = store.production_version()
+    out: dict[str, Any] = {"production": production, "metric": task.primary_metric, "drift": None,
+                           "n_examples": len(new), "rule": perf_cfg.rule,
+                           "relative_tolerance": float(perf_cfg.relative_tolerance)}
+    if production is None:
+        out["reason"] = "no production model"
+        return out
+    if parse_version_id(production)[0] != task.model_name:
+        out["reason"] = f"production model {production} is not a {task.model_name} (other task)"
+        return out
+    if len(new) < max(1, int(perf_cfg.min_examples)):
+        out["reason"] = f"{len(new)} new labelled rows < drift.performance.min_examples={perf_cfg.min_examples}"
+        return out
+    recorded = store.read_score(production)
+    if recorded is None:
+        out["reason"] = f"{production} has no recorded score (latestscore.txt)"
+        return out
+    model_dir = store.model_dir(production)
+    if task.name == "tabular":
+        metrics = _tabular_score(model_dir, new, task)
+    else:
+        metrics = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)))
+    score = metrics.get(task.primary_metric, math.nan)
+    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), perf_cfg.rule)
+    out.update({"new_score": score, "recorded_score": recorded, "metrics": metrics,
+                "drift": drift, "reason": reason})
+    return out
+
+
+# ---- prediction log -------------------------------------------------------------------------
+def logged_inputs(paths: StatePaths, since: float | None, task: DictConfig) -> Any:
+    """Inputs the API logged since ``since`` (tabular: a DataFrame of features; NLU: texts)."""
+    from utils.prediction_log import read_predictions
+
+    rows = [r for r in read_predictions(paths.predictions_db, since=since) if r.get("task") == task.name]
+    if task.name == "tabular":
+        import pandas as pd
+
+        records = [r["input"] for r in rows if isinstance(r.get("input"), dict)]
+        return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    return [str(r["input"].get("text", "")) if isinstance(r.get("input"), dict) else str(r.get("input"))
+            for r in rows]
+
+
+# ---- the check ------------------------------------------------------------------------------
+def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | None,
+                    dataset_path: Path, log_since: float | None, tick_id: str) -> DriftOutcome:
+    """Compare, write reports/drift.json, log an MLflow run; returns the signals."""
+    settings = DriftSettings.from_mapping(OmegaConf.to_container(cfg.drift, resolve=True))  # type: ignore[arg-type]
+    task = cfg.task
+    store = ModelStore(paths.models_dir)
+    started = time.time()
+    if task.name == "tabular":
+        import pandas as pd
+
+        current = _read_tabular(dataset_path, task)
+        reference = _read_tabular(reference_path, task) if reference_path else pd.DataFrame(columns=current.columns)
+        new = new_tabular_rows(reference, current)
+        distribution = tabular_drift(reference, new, list(task.features), [task.label_column], settings)
+    else:
+        from utils.nlu_data import read_jsonl
+
+        current = read_jsonl(dataset_path)
+        reference = read_jsonl(reference_path) if reference_path else []
+        new = new_nlu_examples(reference, current)
+        distribution = nlu_drift([e.text for e in reference], [e.text for e in new],
+                                 [e.intent for e in reference], [e.intent for e in new],
+                                 [e.tags for e in reference], [e.tags for e in new], settings)
+    n_ref, n_new = len(reference), len(new)
+    log.info("drift check: %d new rows against %d reference rows", n_new, n_ref)
+
+    performance = check_performance(cfg, store, new)
+    unlabelled = None
+    if cfg.drift.prediction_log and n_ref:
+        inputs = logged_inputs(paths, log_since, task)
+        if len(inputs):
+            unlabelled = (tabular_drift(reference, inputs, list(task.features), (), settings)
+                          if task.name == "tabular" else
+                          nlu_drift([e.text for e in reference], list(inputs), settings=settings)).to_dict()
+
+    dist_signal: bool | None = None
+    if n_ref and (n_new or unlabelled):
+        dist_signal = bool(distribution.drift and n_new) or bool(unlabelled and unlabelled["drift"])
+    outcome = DriftOutcome(n_ref, n_new, performance["drift"], dist_signal)
+    outcome.report = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "tick": tick_id, "task": task.name,
+        "reference": str(reference_path) if reference_path else None, "dataset": str(dataset_path),
+        "n_reference": n_ref, "n_new": n_new, "signals": outcome.signals,
+        "performance": performance, "distribution": distribution.to_dict(),
+        "prediction_inputs": unlabelled, "duration_s": round(time.time() - started, 3)}
+    write_report(paths, outcome.report)
+    outcome.mlflow_run_id = log_to_mlflow(cfg, paths, outcome)
+    return outcome
+
+
+def write_report(paths: StatePaths, report: dict[str, Any]) -> Path:
+    paths.reports_dir.mkdir(parents=True, exist_ok=True)
+    target = paths.reports_dir / "drift.json"
+    tmp = target.with_name(f".drift.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, target)
+    return target
+
+
+def tracking_uri(cfg: DictConfig, paths: StatePaths) -> str:
+    """The same tracking URI main.py uses for this config."""
+    from utils.tracking import absolute_tracking_uri, default_tracking_uri
+
+    return (absolute_tracking_uri(cfg.main.tracking_uri, REPO_ROOT) if cfg.main.tracking_uri
+            else default_tracking_uri(paths))
+
+
+def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> str | None:
+    """One run per check: signals and statistics as metrics, drift.json as an artifact."""
+    import mlflow
+
+    from utils.tracking import ensure_experiment, log_json_artifact
+
+    mlflow.set_tracking_uri(tracking_uri(cfg, paths))
+    experiment_id = ensure_experiment(cfg.main.experiment_name, paths)
+    report = outcome.report
+    metrics: dict[str, float] = {"n_reference": outcome.n_reference, "n_new": outcome.n_new}
+    for name, value in outcome.signals.items():
+        if value is not None:
+            metrics[f"drift_{name}"] = float(value)
+    perf = report["performance"]
+    for key in ("new_score", "recorded_score"):
+        if isinstance(perf.get(key), (int, float)):
+            metrics[f"performance_{key}"] = float(perf[key])
+    for test in report["distribution"]["tests"]:
+        metrics[f"p_adjusted.{test['test']}.{test['feature']}"] = float(test["p_adjusted"])
+        metrics[f"statistic.{test['test']}.{test['feature']}"] = float(test["statistic"])
+    for feature, value in report["distribution"]["psi"].items():
+        metrics[f"psi.{feature}"] = float(value)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="drift-check") as run:
+        mlflow.set_tags({"pipeline.kind": "drift_check", "pipeline.task": cfg.task.name,
+                         "pipeline.tick": report["tick"],
+                         "drift.performance": str(outcome.performance),
+                         "drift.distribution": str(outcome.distribution)})
+        mlflow.log_metrics({k.replace(":", "_"): v for k, v in metrics.items() if math.isfinite(v)})
+        log_json_artifact(report, "drift.json")
+        return run.info.run_id
