@@ -45,8 +45,7 @@ from typing import Any
 from utils.ingest_record import IngestRecord, SourceEntry, scan_source_dir
 from utils.paths import REPO_ROOT, StatePaths, resolve_path
 from utils.tick_lock import TickLock, cmdline, group_alive, kill_group
-from utils.tick_state import (TickState, append_tick, dataset_file, history_file, reference_file, rotate,
-                              take_reference)
+from utils.tick_state import TickState, append_tick, dataset_file, history_file, rotate, take_reference
 
 log = logging.getLogger("fullprocess")
 
@@ -302,8 +301,10 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         state.save(paths)
         log.info("adopted %s as the drift reference", dataset)
     check_owed = not state.dataset_matches_reference(dataset)
-    if not changes.any and not state.pending and not check_owed:
-        log.info("no new data: %d entries in %s, all ingested", changes.entries, cfg.data.source_dir)
+    retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
+    if not changes.any and not check_owed and (not state.pending or retry_in > 0):
+        log.info("no new data: %d entries in %s, all ingested%s", changes.entries, cfg.data.source_dir,
+                 f"; the failed retrain is retried in {retry_in:.0f} s" if state.pending else "")
         return 0
 
     # ---- something to do: heavier from here on ----
@@ -357,16 +358,25 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
     run = run_main(overrides, chain_steps(cfg), timeout_s, paths, state, tick)
     tick.chain = asdict(run)
     if run.exit_code != 0:
+        state.pending["failed_at"] = time.time()
+        state.save(paths)
         raise TickFailed(f"the retrain chain failed (exit {run.exit_code}"
                          f"{f', killed after {timeout_s:.0f} s' if run.timed_out else ''}); production is "
                          f"unchanged unless the deployment step ran; see {run.log_file}. "
-                         "The next tick retries.")
+                         f"Retried after fullprocess.retry_after_s={cfg.fullprocess.retry_after_s} s, "
+                         "or sooner when new data arrives.")
     state.pending = None
     state.save(paths)
     from utils.model_store import ModelStore
 
     tick.trained_version = ModelStore(paths.models_dir).latest_version(task.model_name)
     return 0
+
+
+def retry_wait(state: TickState, retry_after_s: float) -> float:
+    """Seconds until a failed retrain may be retried (0: now; a tick that died never failed)."""
+    failed_at = (state.pending or {}).get("failed_at")
+    return max(0.0, float(failed_at) + retry_after_s - time.time()) if failed_at else 0.0
 
 
 def _reference_usable(state: TickState) -> bool:
@@ -481,7 +491,7 @@ def _run_tick(cfg: Any, overrides: Sequence[str], paths: StatePaths, tick: Tick,
         tick.reason = "another tick holds the lock"
         finish(tick, paths, started)
         return 0
-    state = TickState()
+    state: TickState | None = None   # saved back only once loaded: never overwrite it with a blank
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if lock.broken:
@@ -508,11 +518,13 @@ def _run_tick(cfg: Any, overrides: Sequence[str], paths: StatePaths, tick: Tick,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         try:
-            if tick.status != "noop":
+            if tick.decision not in ("noop", "locked"):   # the heavy path ran: production may have moved
                 tick.production_after = production_of(paths, cfg.task.model_name)
                 tick.deployed = bool(tick.production_after and tick.production_after != tick.production_before)
-                send_notifications(cfg, paths, state, tick)
-                state.save(paths)
+            if tick.status != "noop":
+                send_notifications(cfg, paths, state or TickState(), tick)
+                if state is not None:
+                    state.save(paths)
         except Exception:  # noqa: BLE001  - reporting must not hide the tick's own outcome
             log.exception("could not finish the tick's bookkeeping")
         finish(tick, paths, started)
@@ -537,13 +549,15 @@ def dry_run(cfg: Any, overrides: Sequence[str]) -> int:
           f"{len(changes.known_content)}")
     for entry in changes.new_content:
         print(f"  new: {entry.path.name} ({entry.size} bytes)")
-    print(f"pending retrain: {state.pending or 'none'}")
+    retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
+    print(f"pending retrain: {state.pending or 'none'}"
+          + (f" (failed; retried in {retry_in:.0f} s)" if state.pending and retry_in else ""))
     owed = not state.dataset_matches_reference(dataset)
     print(f"dataset vs drift reference: {'changed since the last check' if owed else 'unchanged'}")
     holder = paths.lock_file.is_file()
     if holder:
         print(f"lock: {paths.lock_file} exists (a tick may be running)")
-    if not changes.any and not state.pending and not owed:
+    if not changes.any and not owed and (not state.pending or retry_in > 0):
         print("a tick would: nothing (exit 0)")
         return 0
     main_cmd = f"{sys.executable} {REPO_ROOT / 'main.py'} {' '.join(chain_overrides(overrides))}".rstrip()

@@ -168,7 +168,7 @@ def check_inputs(cfg: DictConfig, names: list[str]) -> None:
     if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
         raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
                             "set data.source_dir=<folder with the raw files>")
-    if "model_scoring" in names and not resolve_path(cfg.data.test_path).exists():
+    if {"model_scoring", "diagnostics"} & set(names) and not resolve_path(cfg.data.test_path).exists():
         raise PipelineError(f"data.test_path {resolve_path(cfg.data.test_path)} does not exist: "
                             "set data.test_path=<labelled test file or folder>")
 

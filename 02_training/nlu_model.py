@@ -136,14 +136,20 @@ def resolve_encoder_path(name: str) -> str:
 
 
 def _encoder_from(path_or_config: Any) -> nn.Module:
-    """AutoModel without the pooler where supported (unused weights break DDP)."""
+    """AutoModel (weights from a folder, or random from a config) without its pooler.
+
+    The pooler is unused (we pool ourselves) and unused parameters break DDP; it is loaded
+    and then dropped, so checkpoints that include it load without a "keys" report.
+    """
     from transformers import AutoModel, PretrainedConfig
 
-    make = AutoModel.from_config if isinstance(path_or_config, PretrainedConfig) else AutoModel.from_pretrained
-    try:
-        return make(path_or_config, add_pooling_layer=False)
-    except TypeError:
-        return make(path_or_config)
+    if isinstance(path_or_config, PretrainedConfig):
+        encoder = AutoModel.from_config(path_or_config)
+    else:
+        encoder = AutoModel.from_pretrained(path_or_config)
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
 
 
 def make_random_encoder(
@@ -180,7 +186,7 @@ def make_random_encoder(
     config = BertConfig(**{"vocab_size": max(tok.get_vocab_size(), bert_config.pop("vocab_size", 0)),
                            **bert_config})
     torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    BertModel(config).save_pretrained(out)
     return str(out)
 
 
@@ -232,17 +238,42 @@ class JointIntentSlotModel(nn.Module):
 
 # --------------------------------------------------------------------------- encoding
 @dataclass
+class _Packed:
+    ids: torch.Tensor  # [N, longest], padded with pad_id
+    slots: torch.Tensor | None  # [N, longest], padded with -100
+    lengths: torch.Tensor  # [N]
+
+
+@dataclass
 class EncodedBatchable:
-    """Pre-tokenised examples: sub-token ids, first sub-token position per word, labels."""
+    """Pre-tokenised examples: sub-token ids, first sub-token position per word, labels.
+
+    Treated as immutable once built: ``packed`` caches one padded matrix of all examples so a
+    batch is a single row gather instead of a Python loop over examples.
+    """
 
     input_ids: list[torch.Tensor]
     word_starts: list[list[int]]  # per word: position of its first sub-token, -1 if none
     slot_labels: list[torch.Tensor] | None = None
     intent_ids: torch.Tensor | None = None
+    _packed: dict[int, _Packed] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def lengths(self) -> list[int]:
         return [len(t) for t in self.input_ids]
+
+    def packed(self, pad_id: int) -> _Packed:
+        if pad_id not in self._packed:
+            from torch.nn.utils.rnn import pad_sequence
+
+            slots = None
+            if self.slot_labels is not None:
+                slots = pad_sequence(self.slot_labels, batch_first=True, padding_value=IGNORE_INDEX)
+            self._packed[pad_id] = _Packed(
+                ids=pad_sequence(self.input_ids, batch_first=True, padding_value=pad_id),
+                slots=slots, lengths=torch.tensor(self.lengths, dtype=torch.long),
+            )
+        return self._packed[pad_id]
 
 
 def word_start_positions(word_ids: Sequence[int | None], n_words: int) -> list[int]:
@@ -321,25 +352,22 @@ def collate(
     data: EncodedBatchable, idx: Sequence[int], pad_id: int, pad_multiple: int = 1
 ) -> dict[str, torch.Tensor]:
     """Pad one batch to its own longest sequence (rounded up to ``pad_multiple``)."""
-    ids = [data.input_ids[i] for i in idx]
-    lengths = torch.tensor([len(t) for t in ids])
-    width = int(lengths.max())
+    packed = data.packed(pad_id)
+    index = torch.as_tensor(list(idx), dtype=torch.long)
+    lengths = packed.lengths[index]
+    width = int(lengths.max()) if len(index) else 0
     if pad_multiple > 1:
         width = -(-width // pad_multiple) * pad_multiple
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    for row, t in enumerate(ids):
-        input_ids[row, : len(t)] = t
+    extra = max(0, width - packed.ids.shape[1])
+    input_ids = F.pad(packed.ids[index, :width], (0, extra), value=pad_id)
     batch = {
         "input_ids": input_ids,
         "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
     }
-    if data.slot_labels is not None:
-        slots = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(idx):
-            slots[row, : len(data.slot_labels[i])] = data.slot_labels[i]
-        batch["slot_labels"] = slots
+    if packed.slots is not None:
+        batch["slot_labels"] = F.pad(packed.slots[index, :width], (0, extra), value=IGNORE_INDEX)
     if data.intent_ids is not None:
-        batch["intent_labels"] = data.intent_ids[list(idx)]
+        batch["intent_labels"] = data.intent_ids[index]
     return batch
 
 
@@ -594,6 +622,7 @@ def _fit(
     pad_id = trained.tokenizer.pad_token_id if trained.tokenizer.pad_token_id is not None else 0
     pad_multiple = cfg.pad_to_multiple_of if device.type == "cuda" else 1
     lengths = data.lengths
+    data.packed(pad_id)  # build once here: DataLoader workers inherit it instead of rebuilding
 
     def epoch_batches(epoch: int) -> list[list[int]]:
         return bucketed_batches(lengths, cfg.batch_size, cfg.seed, epoch, ddp.rank,

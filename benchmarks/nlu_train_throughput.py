@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "02_training"), str(REPO_ROOT / "01_data")]
+for _p in (REPO_ROOT, REPO_ROOT / "02_training", REPO_ROOT / "01_data"):  # script: no package
+    if str(_p) not in sys.path:
+        sys.path.append(str(_p))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -73,8 +75,12 @@ def run_ours(train: list, dev: list, cfg: nlu_model.NluTrainConfig) -> dict[str,
     return {
         "samples_per_s": n / train_time, "train_time_s": train_time, "wall_s": wall,
         "epochs": len(trained.history), "batch_size": cfg.batch_size,
-        "dev": nlu_model.evaluate(trained, dev, cfg.eval_batch_size),
+        "dev": _scalar_metrics(nlu_model.evaluate(trained, dev, cfg.eval_batch_size)),
     }
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 class _Collator:
@@ -145,7 +151,7 @@ def run_trainer(train: list, dev: list, cfg: nlu_model.NluTrainConfig, batch_siz
         "samples_per_s": len(rows) * cfg.epochs / wall, "train_time_s": wall, "wall_s": wall,
         "trainer_reported_samples_per_s": result.metrics.get("train_samples_per_second"),
         "epochs": cfg.epochs, "batch_size": batch_size,
-        "dev": nlu_model.evaluate(trained, dev, cfg.eval_batch_size),
+        "dev": _scalar_metrics(nlu_model.evaluate(trained, dev, cfg.eval_batch_size)),
     }
 
 

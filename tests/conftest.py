@@ -37,8 +37,12 @@ def load_step_module(relative: str) -> ModuleType:
 
 def run_main(*overrides: str, state_dir: Path, check: bool = True, timeout: int = 600,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python main.py <overrides> paths.state_dir=<state_dir>` in a subprocess, cwd elsewhere."""
-    cmd = [PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state_dir}", *overrides]
+    """`python main.py <overrides> paths.state_dir=<state_dir>` in a subprocess, cwd elsewhere.
+
+    The diagnostics step's package-index lookup is off: tests make no network calls.
+    """
+    cmd = [PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state_dir}",
+           "diagnostics.pypi_url=null", *overrides]
     proc = subprocess.run(cmd, cwd=state_dir.parent, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:

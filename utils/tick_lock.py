@@ -1,28 +1,34 @@
-"""One cron tick at a time: `${state_dir}/fullprocess.lock`, and what to do with a stale one.
+"""One pipeline run at a time: `${state_dir}/fullprocess.lock`, and what to do with a stale one.
 
-filelock's SoftFileLock is an existence marker holding the holder's pid, host and process
-start token; a contender takes over a marker whose process is gone (pid reuse included).
-This module adds what a cron job needs around it:
+The lock is filelock's FileLock (flock(2)), the same lock the API's retrain jobs take on
+the same file, so a tick and an API retrain never run the chain together. The kernel drops
+an flock when its process dies, so a dead holder can never block the next tick. What this
+module adds for a cron job:
 
 * a held lock is not an error: the caller logs and exits 0;
-* a lock left by a dead tick is broken, and said so in the log;
-* a lock older than `max_age_s` (a hung tick: the chain has its own timeout, so a healthy
-  tick never gets that old) is broken too: its holder is terminated (SIGTERM, then SIGKILL)
-  first, so two ticks never run side by side;
+* the holder writes a record into the lock file (pid, host, start time, command) and
+  clears it before releasing; a record still there when the next tick gets the lock means
+  its holder died without releasing it: that stale lock is reported (logged and returned)
+  so the tick can clean up after it (its orphaned chain);
+* a lock whose recorded holder has held it longer than `max_age_s` (a hung tick: the chain
+  has its own timeout, so a healthy tick never gets that old) is broken: the holder is
+  terminated (SIGTERM, then SIGKILL), which releases it, and the lock is taken;
 * process groups started by a tick (the chain) can be stopped the same way, by pgid.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import SoftFileLock, Timeout
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +38,19 @@ class Holder:
     pid: int | None
     host: str | None
     age_s: float
+    command: str = ""
 
 
 def read_holder(path: Path) -> Holder | None:
-    """pid and host from the marker (filelock writes them on its first two lines), and its age."""
+    """The holder record in the lock file (None when the lock is free or the holder wrote none)."""
     try:
-        text = path.read_text(errors="replace")
-        age = time.time() - path.stat().st_mtime
-    except OSError:
+        raw = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
         return None
-    lines = text.splitlines()
-    pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
-    host = lines[1].strip() if len(lines) > 1 else None
-    return Holder(pid, host, age)
+    if not isinstance(raw, dict):
+        return None
+    return Holder(raw.get("pid"), raw.get("host"), time.time() - float(raw.get("started", time.time())),
+                  str(raw.get("command", "")))
 
 
 def _state(pid: int) -> str | None:
@@ -136,67 +142,73 @@ def kill_group(pgid: int, grace_s: float = 10.0) -> bool:
     return True
 
 
-def _was_stale(holder: Holder) -> bool:
-    """A marker seen before our acquire belonged to a dead tick (not one that just finished)."""
-    if holder.pid is None:
-        return holder.age_s > 2.0   # not a peer caught between creating and writing its marker
-    return holder.pid != os.getpid() and not pid_alive(holder.pid)
-
-
 class TickLock:
-    """Non-blocking tick lock; ``acquire()`` is False while another live, young tick holds it."""
+    """Non-blocking lock; ``acquire()`` is False while another live, young run holds it."""
 
     def __init__(self, path: Path, max_age_s: float):
         self.path = path
         self.max_age_s = max_age_s
-        self.broken: Holder | None = None     # the stale holder this tick took the lock from
-        self._lock: SoftFileLock | None = None
+        self.broken: Holder | None = None     # the dead or hung holder this tick took the lock from
+        self._lock: FileLock | None = None
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        before = read_holder(self.path)
-        lock = SoftFileLock(str(self.path), timeout=0)
+        lock = FileLock(str(self.path), timeout=0)
         try:
             lock.acquire()
         except Timeout:
             holder = read_holder(self.path)
-            if holder is None or holder.age_s <= self.max_age_s:
-                if holder is not None:
+            if holder is None or holder.age_s <= self.max_age_s or not self._stop(holder):
+                if holder is None:
+                    log.info("another pipeline run holds %s (no holder record: an API retrain job?): "
+                             "nothing to do", self.path)
+                else:
                     log.info("another tick (pid %s on %s, started %.0f s ago) holds %s: nothing to do",
                              holder.pid, holder.host, holder.age_s, self.path)
                 return False
-            self._break_expired(holder)
             try:
-                lock.acquire()
+                lock.acquire(timeout=30)   # the kernel releases it once the holder is gone
             except Timeout:
-                log.error("could not take %s even after breaking it; leaving this tick", self.path)
+                log.error("could not take %s even after stopping its holder; leaving this tick", self.path)
                 return False
-            self.broken, self._lock = holder, lock
-            return True
-        if before is not None and _was_stale(before):
-            self.broken = before
-            log.warning("broke a stale tick lock %s left by pid %s on %s (%.0f s old): that tick died "
-                        "without releasing it", self.path, before.pid, before.host, before.age_s)
+            self.broken = holder
+        else:
+            stale = read_holder(self.path)   # holders clear their record before releasing
+            if stale is not None and stale.pid != os.getpid():
+                self.broken = stale
+                log.warning("broke a stale tick lock %s left by pid %s on %s (%.0f s old): that tick died "
+                            "without releasing it", self.path, stale.pid, stale.host, stale.age_s)
         self._lock = lock
+        self._write_record()
         return True
 
-    def _break_expired(self, holder: Holder) -> None:
-        same_host = holder.host in (None, socket.gethostname())
-        if holder.pid and same_host and pid_alive(holder.pid):
-            if "fullprocess" in cmdline(holder.pid) or not Path("/proc").is_dir():
-                log.warning("tick lock %s is %.0f s old (> fullprocess.lock_max_age_s=%.0f): terminating "
-                            "its holder, pid %d, and breaking it", self.path, holder.age_s,
-                            self.max_age_s, holder.pid)
-                terminate_pid(holder.pid)
-            else:
-                log.warning("tick lock %s is %.0f s old; its pid %d is not a tick: breaking it",
-                            self.path, holder.age_s, holder.pid)
-        else:
-            log.warning("tick lock %s is %.0f s old (> %.0f s), holder pid %s on %s: breaking it",
-                        self.path, holder.age_s, self.max_age_s, holder.pid, holder.host)
-        SoftFileLock(str(self.path), timeout=0).break_lock()
+    def _stop(self, holder: Holder) -> bool:
+        """Terminate a hung tick that holds the lock; True when it is gone."""
+        if holder.host not in (None, socket.gethostname()) or not holder.pid:
+            log.error("tick lock %s is %.0f s old, held by pid %s on %s: cannot stop a process on another "
+                      "host; stop it there", self.path, holder.age_s, holder.pid, holder.host)
+            return False
+        if not pid_alive(holder.pid):
+            return True
+        if "fullprocess" not in cmdline(holder.pid) and Path("/proc").is_dir():
+            log.error("tick lock %s is %.0f s old but pid %d is not a tick; leaving it", self.path,
+                      holder.age_s, holder.pid)
+            return False
+        log.warning("tick lock %s is %.0f s old (> fullprocess.lock_max_age_s=%.0f): terminating its "
+                    "holder, pid %d, and breaking it", self.path, holder.age_s, self.max_age_s, holder.pid)
+        terminate_pid(holder.pid)
+        return not pid_alive(holder.pid)
+
+    def _write_record(self) -> None:
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                  "command": " ".join(sys.argv)[:500]}
+        with open(self.path, "r+") as fh:   # no O_TRUNC at open: truncate only once we hold it
+            fh.truncate(0)
+            fh.write(json.dumps(record))
 
     def release(self) -> None:
         if self._lock is not None:
-            self._lock.release()
+            with open(self.path, "r+") as fh:
+                fh.truncate(0)
+            self._lock.release(force=True)
             self._lock = None

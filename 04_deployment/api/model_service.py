@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class ServedModel:
     _estimator: Any = field(default=None, repr=False)    # sklearn flavor (fast path)
     _pyfunc: Any = field(default=None, repr=False)       # generic pyfunc (NLU, non-sklearn tabular)
     classes: list[Any] = field(default_factory=list)
+    takes_matrix: bool = False     # the estimator gives the same answer for a plain float matrix
 
     # ---- tabular ---------------------------------------------------------------------------
     def predict_matrix(self, matrix: np.ndarray) -> list[dict[str, Any]]:
@@ -62,9 +63,10 @@ class ServedModel:
         if self._estimator is not None and hasattr(self._estimator, "predict_proba"):
             import sklearn
 
+            features = matrix if self.takes_matrix else self._frame(matrix)
             # inputs are validated (finite, right shape): skip sklearn's own re-checks
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                proba = self._estimator.predict_proba(matrix)
+                proba = self._estimator.predict_proba(features)
             classes = self.class_labels
             names = self.class_names
             out = []
@@ -74,13 +76,15 @@ class ServedModel:
                             "probabilities": dict(zip(names, row))})
             return out
         if self._estimator is not None:
-            predicted = self._estimator.predict(matrix)
+            predicted = self._estimator.predict(matrix if self.takes_matrix else self._frame(matrix))
         else:
-            import pandas as pd
-
-            frame = pd.DataFrame(matrix, columns=list(self.spec.columns if self.spec else ()))
-            predicted = self._pyfunc.predict(frame)
+            predicted = self._pyfunc.predict(self._frame(matrix))
         return [{"label": _plain(v), "probability": None} for v in np.asarray(predicted).tolist()]
+
+    def _frame(self, matrix: np.ndarray) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(matrix, columns=list(self.spec.columns if self.spec else ()))
 
     # ---- NLU -------------------------------------------------------------------------------
     def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -175,8 +179,13 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
             if "sklearn" in info.flavors:
                 import mlflow.sklearn
 
-                served._estimator = mlflow.sklearn.load_model(str(model_dir))
-                served.classes = list(getattr(served._estimator, "classes_", []))
+                estimator = mlflow.sklearn.load_model(str(model_dir))
+                served._estimator = estimator
+                served.classes = list(getattr(estimator, "classes_", []))
+                fitted = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
+                if sorted(fitted) == sorted(served.spec.columns):   # the estimator's own column order
+                    served.spec = replace(served.spec, columns=tuple(fitted))
+                served.takes_matrix = _takes_matrix(estimator, served.spec)
             else:
                 import mlflow.pyfunc
 
@@ -197,6 +206,27 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
     return served
+
+
+def _takes_matrix(estimator: Any, spec: TabularSpec) -> bool:
+    """Whether a plain matrix (fast) gives the same answer as a DataFrame (safe).
+
+    A pipeline that selects columns by name (ColumnTransformer) needs the DataFrame; a plain
+    scaler + classifier does not, and is ~1 ms faster per call without it.
+    """
+    import pandas as pd
+
+    row = np.array([[min(max(0.0, spec.minimum.get(c, 0.0)), spec.maximum.get(c, np.inf))
+                     for c in spec.columns]], dtype=np.float64)
+    method = "predict_proba" if hasattr(estimator, "predict_proba") else "predict"
+    try:
+        with warnings.catch_warnings():   # once per load: the feature-name warning is expected
+            warnings.simplefilter("ignore")
+            fast = getattr(estimator, method)(row)
+        safe = getattr(estimator, method)(pd.DataFrame(row, columns=list(spec.columns)))
+        return bool(np.array_equal(np.asarray(fast), np.asarray(safe)))
+    except Exception:
+        return False
 
 
 # ---- hot reload --------------------------------------------------------------------------

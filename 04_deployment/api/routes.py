@@ -100,10 +100,16 @@ def read_body() -> bytes:
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
+    parts, size = [], 0
+    while size <= limit:            # a stream may return less than asked: read until EOF
+        chunk = request.stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise RequestEntityTooLarge()
-    return data
+    return b"".join(parts)
 
 
 @bp.post("/prediction")

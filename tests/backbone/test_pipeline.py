@@ -15,6 +15,7 @@ from utils.model_store import ModelStore
 from utils.paths import StatePaths
 
 CORE_STEPS = ["data_ingestion", "model_training", "model_scoring", "model_deployment"]
+CORE = f"main.steps='{','.join(CORE_STEPS)}'"
 
 
 def client_for(state: Path) -> mlflow.MlflowClient:
@@ -67,12 +68,12 @@ def test_production_model_predicts(tabular_chain):
 def test_second_run_reuses_steps_and_changed_params_retrain(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    run_main(state_dir=state)
-    again = run_main(state_dir=state)
+    run_main(CORE, state_dir=state)
+    again = run_main(CORE, state_dir=state)
     assert "reused steps:      data_ingestion, model_training, model_scoring" in again.stdout
     client = client_for(state)
     assert len(client.search_model_versions("name = 'attrition_model'")) == 1
-    changed = run_main("training.C=0.01", "deployment.force=true", state_dir=state)
+    changed = run_main(CORE, "training.C=0.01", "deployment.force=true", state_dir=state)
     assert "reused steps:      data_ingestion\n" in changed.stdout
     assert ModelStore(StatePaths.of(state).models_dir).production_version() == "attrition_model-v2"
     # rollback returns production and the alias to v1
@@ -110,7 +111,8 @@ def test_failed_step_leaves_production_serving(tabular_chain, tmp_path):
     """A crash in training (bad hyperparameter) stops the chain; production is unchanged."""
     state = tmp_path / "state"
     shutil.copytree(tabular_chain, state, symlinks=True)
-    proc = run_main("training.solver=no-such-solver", "main.reuse_runs=false", state_dir=state, check=False)
+    proc = run_main(CORE, "training.solver=no-such-solver", "main.reuse_runs=false", state_dir=state,
+                    check=False)
     assert proc.returncode != 0 and "step model_training failed" in proc.stderr
     assert ModelStore(StatePaths.of(state).models_dir).production_version() == "attrition_model-v1"
 

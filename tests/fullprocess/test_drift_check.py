@@ -19,7 +19,7 @@ from utils.drift_check import new_tabular_rows, run_drift_check
 from utils.model_store import ModelStore
 from utils.nlu_data import NluExample, write_jsonl
 from utils.paths import StatePaths
-from utils.prediction_log import connect
+from utils.prediction_log import LoggedBatch, PredictionLog
 
 
 @pytest.fixture
@@ -86,14 +86,15 @@ def test_unlabelled_inputs_from_the_prediction_log(paths: StatePaths, tmp_path: 
     new = generate(50, seed=4, id_prefix="n")
     pd.concat([reference, new]).to_csv(paths.finaldata_csv, index=False)
     shifted = generate(400, seed=5, id_prefix="api").assign(number_of_employees=lambda f: f["number_of_employees"] * 5)
-    conn = connect(paths.predictions_db)
     since = time.time()
-    rows = [(since + 1, "attrition_model-v1", "tabular", "r", json.dumps(rec), "{}", 1.0)
-            for rec in shifted.drop(columns=["exited"]).to_dict(orient="records")]
-    rows.append((since - 3600, "attrition_model-v1", "tabular", "old", json.dumps({"x": 1}), "{}", 1.0))
-    conn.executemany("INSERT INTO predictions (time, model_version, task, request_id, input, output, latency_ms) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.close()
+    features = shifted.drop(columns=["exited"])
+    writer = PredictionLog(paths.predictions_db).start()   # the API's own writer
+    for when, frame in ((since - 3600, features.head(5)), (since + 1, features)):
+        writer.append(LoggedBatch(time=when, model_version="attrition_model-v1", task="tabular",
+                                  request_id="r", input={"columns": list(frame.columns),
+                                                         "rows": frame.values.tolist(), "ids": None},
+                                  outputs=[{"prediction": 0}] * len(frame), latency_ms=1.0))
+    writer.close()
     cfg = load_config([f"paths.state_dir={paths.state_dir}"])
     outcome = run_drift_check(cfg, paths, ref_file, paths.finaldata_csv, since, "t")
     report = drift_report(paths)
@@ -120,9 +121,14 @@ class ConstantNlu(mlflow.pyfunc.PythonModel):
 @pytest.mark.skipif(not (REPO_ROOT / "utils/conf/task/nlu.yaml").is_file(), reason="no NLU task config")
 def test_nlu_drift_and_performance(paths: StatePaths, tmp_path: Path) -> None:
     rng = random.Random(1)
-    as_examples = lambda u: [NluExample(t, i, tuple(g)) for t, i, g in zip(*u)]  # noqa: E731
-    reference = as_examples(utterances(600, rng))
-    new = as_examples(utterances(200, rng, weights=(1, 4, 1)))
+
+    def as_examples(generated: tuple, first_id: int) -> list[NluExample]:
+        """Made unique (the dataset is de-duplicated) by a numbered request id token."""
+        return [NluExample(f"{t} ref{first_id + k}", i, (*g, "O"))
+                for k, (t, i, g) in enumerate(zip(*generated))]
+
+    reference = as_examples(utterances(600, rng), 0)
+    new = as_examples(utterances(200, rng, weights=(1, 4, 1)), 10_000)
     ref_file = paths.ingested_dir / "drift_reference.jsonl"
     write_jsonl(reference, ref_file)
     write_jsonl(reference + new, paths.finaldata_jsonl)

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from tests.conftest import PYTHON, REPO_ROOT
 from tests.fullprocess.helpers import (FULLPROCESS, HEAVY_MODULES, TABULAR_SOURCE, mark_ingested, run_tick,
                                        summary_of, ticks)
 from utils.paths import StatePaths
+from utils.tick_lock import read_holder
 from utils.tick_state import TickState, append_tick, read_ticks, rotate
 
 PROBE = """
@@ -140,27 +139,36 @@ def test_termination_of_the_tick_kills_the_group(tmp_path: Path) -> None:
 # ---- the lock -----------------------------------------------------------------------------
 HOLDER = """
 import sys, time
-from filelock import SoftFileLock
-lock = SoftFileLock(sys.argv[1], timeout=0)   # kept referenced: a collected lock is released
-lock.acquire()
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from filelock import FileLock
+from utils.tick_lock import TickLock
+if sys.argv[3] == "tick":            # a tick: flock + holder record
+    lock = TickLock(Path(sys.argv[1]), 3600)
+    assert lock.acquire()
+else:                                # the API's retrain job runner: a plain FileLock
+    lock = FileLock(sys.argv[1], timeout=0)   # kept referenced: a collected lock is released
+    lock.acquire()
 print("held", flush=True)
 time.sleep(600)
 """
 
 
-def hold_lock(state: Path, tmp_path: Path, name: str = "holder.py") -> subprocess.Popen:
-    """A process holding the tick lock; named *fullprocess* it passes for a tick."""
+def hold_lock(state: Path, tmp_path: Path, name: str = "holder.py", kind: str = "tick") -> subprocess.Popen:
+    """A process holding the lock; a script named *fullprocess* passes for a tick."""
     script = tmp_path / name
     script.write_text(HOLDER)
     state.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([PYTHON, str(script), str(state / "fullprocess.lock")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([PYTHON, str(script), str(state / "fullprocess.lock"), str(REPO_ROOT), kind],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
 
-def test_a_held_lock_makes_the_tick_exit_zero(ingested, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["tick", "api-job"])
+def test_a_held_lock_makes_the_tick_exit_zero(ingested, tmp_path: Path, kind: str) -> None:
     state, source = ingested
-    holder = hold_lock(state, tmp_path)
+    holder = hold_lock(state, tmp_path, kind=kind)
     try:
         proc = run_tick(state, source)
         assert proc.returncode == 0, proc.stderr
@@ -177,14 +185,15 @@ def test_a_lock_left_by_a_dead_tick_is_broken_and_logged(ingested, tmp_path: Pat
     holder = hold_lock(state, tmp_path)
     holder.kill()
     holder.wait()
-    assert (state / "fullprocess.lock").exists()
+    assert read_holder(state / "fullprocess.lock").pid == holder.pid   # its record is still there
     proc = run_tick(state, source)
     assert proc.returncode == 0, proc.stderr
     summary = summary_of(proc)
     assert summary["status"] == "noop" and summary["broke_lock"]["pid"] == holder.pid
     assert f"broke a stale tick lock {state / 'fullprocess.lock'} left by pid {holder.pid}" in \
         (state / "logs" / "fullprocess.log").read_text()
-    assert not (state / "fullprocess.lock").exists()     # released at the end
+    assert read_holder(state / "fullprocess.lock") is None   # released, record cleared
+    assert summary_of(run_tick(state, source))["broke_lock"] is None
 
 
 def test_a_lock_older_than_the_timeout_is_broken_and_its_holder_stopped(ingested, tmp_path: Path) -> None:

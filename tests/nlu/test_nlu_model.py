@@ -232,3 +232,22 @@ def test_cli_writes_a_bundle(tiny_encoder: str, small_train: list[NluExample], t
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["bundle"] == str(tmp_path / "b")
     assert len(nlu_model.load_bundle(tmp_path / "b").history) == 2
+
+
+def test_dataloader_workers_do_not_change_training(tiny_cfg, small_train: list[NluExample]) -> None:
+    runs = [nlu_model.train_nlu(small_train, small_train[:4], tiny_cfg(epochs=2, num_workers=w))
+            for w in (0, 2)]
+    assert [h["train_loss"] for h in runs[0].history] == pytest.approx(
+        [h["train_loss"] for h in runs[1].history], rel=1e-5)
+
+
+def test_cli_data_loading_takes_dev_from_a_bio_folder(small_train: list[NluExample], tmp_path: Path) -> None:
+    from utils.nlu_data import write_bio_folder
+
+    write_bio_folder({"train": small_train[:12], "dev": small_train[12:16], "test": small_train[16:]},
+                     tmp_path / "bio")
+    train, dev = nlu_model._load_splits(str(tmp_path / "bio"), None)
+    assert (len(train), len(dev)) == (12, 4)
+    write_jsonl(small_train[:3], tmp_path / "dev.jsonl")
+    train, dev = nlu_model._load_splits(str(tmp_path / "bio"), str(tmp_path / "dev.jsonl"))
+    assert (len(train), len(dev)) == (12, 3)

@@ -1,0 +1,142 @@
+"""Hot reload: the app follows models/production without a restart and without failed requests."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from tests.api.conftest import FEATURES, RECORD, add_version, auth
+from utils.model_store import ModelStore
+
+pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+
+
+def expected_p1(model_dir, record=RECORD) -> float:
+    import mlflow.sklearn
+
+    model = mlflow.sklearn.load_model(str(model_dir))
+    return float(model.predict_proba(pd.DataFrame([record])[FEATURES])[0, 1])
+
+
+def test_follows_the_production_link(client, state):
+    store = ModelStore(state / "models")
+    assert client.post("/prediction", json={"records": [RECORD]}).get_json()["model_version"] == "attrition_model-v1"
+    store.deploy("attrition_model-v2")
+    assert client.post("/prediction", json={"records": [RECORD]}).get_json()["model_version"] == "attrition_model-v2"
+    assert client.get("/health").get_json()["model_version"] == "attrition_model-v2"
+    store.rollback()
+    assert client.get("/").get_json()["model"]["version"] == "attrition_model-v1"
+
+
+def test_broken_version_keeps_the_old_model_serving(client, state, tmp_path, app):
+    store = ModelStore(state / "models")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("flavors: {}\n")
+    add_version(store, "attrition_model-v3", broken)
+    store.deploy("attrition_model-v3")
+    r = client.post("/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+    health = client.get("/health").get_json()
+    assert health["production"] == "attrition_model-v3" and health["model_version"] == "attrition_model-v1"
+    assert "attrition_model-v3" in health["error"]
+    assert 'mlops_api_model_loads_total{result="error"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    store.deploy("attrition_model-v2")
+    assert client.post("/prediction", json={"records": [RECORD]}).get_json()["model_version"] == "attrition_model-v2"
+    assert client.get("/health").get_json()["error"] is None
+
+
+def test_requests_in_flight_during_swaps_all_succeed_and_match_their_version(app, state, model_dirs):
+    """Four threads predict while the link flips 20 times: no failure, and every answer's
+    probability is that of the model version the answer names."""
+    store = ModelStore(state / "models")
+    expected = {"attrition_model-v1": expected_p1(model_dirs["v1"]),
+                "attrition_model-v2": expected_p1(model_dirs["v2"])}
+    assert abs(expected["attrition_model-v1"] - expected["attrition_model-v2"]) > 1e-3
+    stop = threading.Event()
+    results: list[tuple[int, str | None, float | None]] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            r = client.post("/prediction", json={"records": [RECORD]})
+            body = r.get_json()
+            with lock:
+                results.append((r.status_code, body.get("model_version"),
+                                body["predictions"][0]["probabilities"]["1"] if r.status_code == 200 else None))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(20):
+            store.deploy("attrition_model-v2" if i % 2 == 0 else "attrition_model-v1")
+            while True:   # wait until some request saw this swap
+                with lock:
+                    seen = results[-1][1] if results else None
+                if seen == store.production_version():
+                    break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(results) > 40
+    assert {code for code, _, _ in results} == {200}
+    for _, version, p1 in results:
+        assert p1 == pytest.approx(expected[version])
+    assert {v for _, v, _ in results} == set(expected)
+
+
+def test_reload_interval_and_admin_reload(make_app, state):
+    app = make_app(state, "api.reload_check_ms=3600000")
+    client = app.test_client()
+    client.get("/health")
+    ModelStore(state / "models").deploy("attrition_model-v2")
+    assert client.get("/health").get_json()["model_version"] == "attrition_model-v1"   # not checked yet
+    r = client.post("/admin/reload", headers=auth())
+    assert r.status_code == 200
+    assert r.get_json() == {"model_version": "attrition_model-v2", "previous": "attrition_model-v1", "error": None}
+    assert client.get("/health").get_json()["model_version"] == "attrition_model-v2"
+
+
+def test_production_link_removed_keeps_serving(client, state):
+    (state / "models" / "production").unlink()
+    r = client.post("/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+
+
+def test_model_selecting_columns_by_name_gets_a_dataframe(make_app, tmp_path):
+    """A ColumnTransformer pipeline cannot take a bare matrix: the app must notice and still answer right."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.conftest import REPO_ROOT
+
+    frame = pd.read_csv(REPO_ROOT / "01_data/sourcedata/tabular/dataset1.csv")
+    x = frame[list(reversed(FEATURES))].astype(float)      # training column order != config order
+    model = Pipeline([("cols", ColumnTransformer([("s", StandardScaler(), ["number_of_employees", "lastmonth_activity"])])),
+                      ("lr", LogisticRegression())]).fit(x, frame["exited"])
+    saved = tmp_path / "ct"
+    mlflow.sklearn.save_model(model, str(saved), signature=infer_signature(x, model.predict(x)),
+                              pip_requirements=["scikit-learn"])
+    state = tmp_path / "state"
+    store = ModelStore(state / "models")
+    add_version(store, "attrition_model-v1", saved)
+    store.deploy("attrition_model-v1")
+    app = make_app(state)
+    served = app.extensions["mlops"].models.current()
+    assert served.takes_matrix is False and served.spec.columns == tuple(reversed(FEATURES))
+    r = app.test_client().post("/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    expected = model.predict_proba(pd.DataFrame([RECORD])[list(reversed(FEATURES))])[0, 1]
+    assert r.get_json()["predictions"][0]["probabilities"]["1"] == pytest.approx(expected)
+
+
+def test_plain_pipeline_takes_the_fast_path(app):
+    assert app.extensions["mlops"].models.current().takes_matrix is True
