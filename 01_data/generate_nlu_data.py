@@ -292,7 +292,8 @@ TEMPLATES: dict[str, list[str]] = {
         "(give me|show me|get|compute|calculate|tell me) (the|) {statistic} [of] {theme} {where} {when} [{adm}]",
         "how many {theme:flood events|fire events|fires|dry days|hot days|rainy days|wildfires|heat waves} "
         "(were there|occurred|happened|were recorded) {where} {when} {q}",
-        "{statistic:percentage|share|fraction|area|proportion} of {location} (affected by|under|covered by|hit by) {theme} {when}",
+        "{statistic:percentage|share|fraction|area|proportion} of {location} "
+        "(affected by|under|covered by|hit by) {theme} {when}",
         "{theme} (stats|statistics|summary|figures|numbers|summary statistics) (for|of) {location} [{when}] [{adm}]",
         "what is the {statistic} {theme} {where} {when} according to {dataset} {q}",
         "{dataset} {statistic} {theme} {where} {when}",
@@ -365,13 +366,15 @@ TEMPLATES: dict[str, list[str]] = {
     ],
     "get_help": [
         "how do i (download|export|save) [{data}] [{fmt}] {q}",
-        "(i can't|i cannot|can't|unable to|i am unable to) (log in|login|sign in|download anything|open the file|see the map|find the download button)",
+        "(i can't|i cannot|can't|unable to|i am unable to) "
+        "(log in|login|sign in|download anything|open the file|see the map|find the download button)",
         "(reset|change|i forgot) my password",
         "how (do i|to|should i) (cite|reference|acknowledge) {dataset} {q}",
         "how (do i|to|can i) open {file_format} files [in (qgis|excel|python|arcgis|r)] {q}",
         "(help|support|contact support|talk to a human|user guide|documentation|faq|tutorial|help me please)",
         "is there an api (for|to access) {dataset} {q}",
-        "the (download|export|search|map) (button|page|link|tool) (is broken|doesn't work|does not work|is not working|keeps failing)",
+        "the (download|export|search|map) (button|page|link|tool) "
+        "(is broken|doesn't work|does not work|is not working|keeps failing)",
         "(what|which) file formats (are available|do you support|are supported|can i download) {q}",
         "how do i (get|create|generate) an api key {q}",
         "why is my {file_format} (file|download|export) (empty|corrupted|so large|not opening) {q}",
@@ -384,13 +387,15 @@ TEMPLATES: dict[str, list[str]] = {
         "(the site|the portal|the map|this page) is (slow|not loading|down) [{thanks}]",
     ],
     "subscribe_alert": [
-        "(notify|alert|warn|email|tell) me (when|if) {theme} {where} (exceeds|goes above|drops below|is above|is below) "
+        "(notify|alert|warn|email|tell) me (when|if) {theme} {where} "
+        "(exceeds|goes above|drops below|is above|is below) "
         "(normal|average|the threshold|{statistic} levels)",
         "(subscribe|sign me up) (to|for) {theme} (alerts|warnings|updates) (for|in) {location}",
         "send me (an email|a notification|an alert|a text) when new {dataset} {data} (is|are) available {where}",
         "{theme} (alerts|warnings|notifications|alert) {where} [{aggregation}]",
         "set up (a|an) {aggregation} {theme} alert (for|in) {location}",
-        "{aggregation:weekly|daily|monthly|dekadal} (email|digest|bulletin|report) (with|of|on) {theme} (for|in) {location}",
+        "{aggregation:weekly|daily|monthly|dekadal} (email|digest|bulletin|report) "
+        "(with|of|on) {theme} (for|in) {location}",
         "keep me (posted|updated|informed) (on|about) {theme} {where}",
         "alert me about {theme} risk {where} [{forecast_horizon}]",
         "(notify|email|ping) me when {dataset} {where} (is updated|has new data|gets new scenes)",

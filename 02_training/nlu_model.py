@@ -29,7 +29,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -514,7 +514,9 @@ def _predict_words(
     return intents, confs, tags
 
 
-def _fallback_metrics(gold: Sequence[NluExample], intents: Sequence[str], tags: Sequence[Sequence[str]]) -> dict[str, Any]:
+def _fallback_metrics(
+    gold: Sequence[NluExample], intents: Sequence[str], tags: Sequence[Sequence[str]]
+) -> dict[str, Any]:
     """Intent accuracy, exact match and span micro-F1 without seqeval (equal to seqeval's
     default mode on valid BIO, which both gold and repaired predictions are)."""
     n = len(gold)
@@ -538,7 +540,9 @@ def _fallback_metrics(gold: Sequence[NluExample], intents: Sequence[str], tags: 
     }
 
 
-def compute_metrics(gold: Sequence[NluExample], intents: Sequence[str], tags: Sequence[Sequence[str]]) -> dict[str, Any]:
+def compute_metrics(
+    gold: Sequence[NluExample], intents: Sequence[str], tags: Sequence[Sequence[str]]
+) -> dict[str, Any]:
     """``utils.nlu_metrics`` (seqeval) when importable, else the built-in fallback."""
     try:
         import seqeval  # noqa: F401

@@ -38,6 +38,7 @@ from utils.model_store import ModelStore, parse_version_id
 from utils.paths import REPO_ROOT, StatePaths
 
 log = logging.getLogger("fullprocess.drift")
+MAX_LOGGED_REQUESTS = 20_000   # newest API requests compared; a sample is enough for the tests
 
 
 @dataclass
@@ -145,7 +146,8 @@ def logged_inputs(paths: StatePaths, since: float | None, task: DictConfig) -> A
     """Inputs the API logged since ``since`` (tabular: a DataFrame of features; NLU: texts)."""
     from utils.prediction_log import read_predictions
 
-    rows = [r for r in read_predictions(paths.predictions_db, since=since) if r.get("task") == task.name]
+    rows = [r for r in read_predictions(paths.predictions_db, since=since, limit=MAX_LOGGED_REQUESTS)
+            if r.get("task") == task.name]
     if task.name == "tabular":
         import pandas as pd
 
@@ -198,7 +200,8 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
     outcome.report = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "tick": tick_id, "task": task.name,
         "reference": str(reference_path) if reference_path else None, "dataset": str(dataset_path),
-        "n_reference": n_ref, "n_new": n_new, "signals": outcome.signals,
+        "n_reference": n_ref, "n_new": n_new, "drift": any(bool(v) for v in outcome.signals.values()),
+        "signals": outcome.signals,
         "performance": performance, "distribution": distribution.to_dict(),
         "prediction_inputs": unlabelled, "duration_s": round(time.time() - started, 3)}
     write_report(paths, outcome.report)

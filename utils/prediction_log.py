@@ -19,7 +19,8 @@ Table ``predictions``, one row per request (a request predicts one or more items
     n             INTEGER                predictions in this row
     input         TEXT                   JSON, tabular: {"columns": [...], "rows": [[...], ...],
                                          "ids": [...] | null}; NLU: {"texts": [...]}
-    output        TEXT                   JSON list, one prediction per input item, in order
+    output        TEXT                   JSON list, one prediction per input item, in order, as
+                                         returned to the caller (with the caller's id, if sent)
     latency_ms    REAL                   model latency of the whole request
 
 ``read_predictions`` returns it one prediction per dict (what the drift check wants).
@@ -69,6 +70,9 @@ class LoggedBatch:
     input: dict[str, Any]        # tabular: columns/rows/ids; NLU: texts (see the module docstring)
     outputs: Sequence[Any]
     latency_ms: float
+    # the same, already JSON-encoded by the caller (the API encodes its answer once for both)
+    input_json: str | None = None
+    output_json: str | None = None
 
 
 def connect(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:
@@ -200,8 +204,10 @@ class PredictionLog:
 
     def _write(self, conn: sqlite3.Connection, batches: list[LoggedBatch]) -> None:
         dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-        rows = [(b.time, b.model_version, b.task, b.request_id, len(b.outputs), dumps(b.input),
-                 dumps(list(b.outputs)), b.latency_ms) for b in batches]
+        rows = [(b.time, b.model_version, b.task, b.request_id, len(b.outputs),
+                 b.input_json if b.input_json is not None else dumps(b.input),
+                 b.output_json if b.output_json is not None else dumps(list(b.outputs)), b.latency_ms)
+                for b in batches]
         conn.execute("BEGIN")
         try:
             conn.executemany("INSERT INTO predictions (time, model_version, task, request_id, n, input, "

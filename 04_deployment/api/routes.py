@@ -2,6 +2,7 @@
 /metrics, /dashboard. Admin routes live in admin.py."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -95,6 +96,9 @@ def metrics() -> Response:
 
 
 # ---- prediction --------------------------------------------------------------------------
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def read_body() -> bytes:
     """The request body, 413 beyond api.max_body_bytes, also for chunked bodies (no length)."""
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -138,13 +142,17 @@ def prediction() -> Any:
         answers = outputs
         key = "intent"
     latency_ms = (time.perf_counter() - started) * 1000.0
+    # encoded once, for the caller and for the log (what was returned is what is logged)
+    answers_json = _encode(answers)
     if svc.prediction_log is not None and not svc.prediction_log.append(LoggedBatch(
             time=time.time(), model_version=model.version, task=model.task, request_id=g.request_id,
-            input=logged, outputs=outputs, latency_ms=latency_ms)):
+            input=logged, outputs=answers, latency_ms=latency_ms, input_json=_encode(logged),
+            output_json=answers_json)):
         svc.metrics.log_dropped.inc()
     svc.metrics.count_predictions(model.version, outputs, key)
-    return {"model_version": model.version, "task": model.task, "request_id": g.request_id,
-            "n": len(answers), "predictions": answers}
+    body = (f'{{"model_version":{_encode(model.version)},"task":{_encode(model.task)},'
+            f'"request_id":{_encode(g.request_id)},"n":{len(answers)},"predictions":{answers_json}}}')
+    return Response(body, mimetype="application/json")
 
 
 # ---- scoring -----------------------------------------------------------------------------

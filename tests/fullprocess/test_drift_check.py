@@ -74,6 +74,7 @@ def test_tabular_wrong_labels_and_like_training_data(paths: StatePaths, tmp_path
     assert alarm.performance is True and alarm.n_new == 300
     report = drift_report(paths)
     assert report["tick"] == "tick-2" and report["performance"]["new_score"] < report["performance"]["recorded_score"]
+    assert report["drift"] is True and report["signals"]["performance"] is True
     run = mlflow.get_run(alarm.mlflow_run_id)
     assert run.data.tags["pipeline.kind"] == "drift_check" and run.data.metrics["drift_performance"] == 1.0
     assert "p_adjusted.ks.lastmonth_activity" in run.data.metrics

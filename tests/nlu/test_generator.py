@@ -6,9 +6,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import generate_nlu_data as gen
 import pytest
 
-import generate_nlu_data as gen
 from utils.nlu_data import read_bio_folder, read_jsonl, validate_example
 
 SOURCE = Path(gen.__file__).resolve().parent / "sourcedata" / "nlu"

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nlu_model
 import pytest
 
-import nlu_model
 from utils.nlu_data import write_jsonl
 
 

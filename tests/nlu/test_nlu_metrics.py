@@ -1,8 +1,8 @@
 """nlu_metrics: intent accuracy, seqeval slot scores, exact match, per-intent/per-slot tables."""
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import pytest
 

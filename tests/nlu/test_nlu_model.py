@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nlu_model
 import pytest
 import torch
 
-import nlu_model
 from utils.nlu_data import NluExample, spans_from_tags, write_jsonl
 
 

@@ -14,9 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-# MLflow nudges towards predict() type hints; ours is deliberately unannotated (see nlu_pyfunc)
-pytestmark = pytest.mark.filterwarnings("ignore:Add type hints to the `predict` method")
-
 TEXTS = ["monthly   rainfall in northern Kenya 2015 to 2020 as geotiff", "what is NDVI ?", ""]
 
 

@@ -1,0 +1,64 @@
+"""The dashboard in a real browser: headless Chromium renders it and the metric plot is visible.
+
+The app is served by werkzeug on a free 127.0.0.1 port; Chromium takes a screenshot and the
+test looks for the plot's primary-metric line colour in it (a broken image, a blocked data:
+URL or a plot outside the page would leave none). Skipped when Chromium is not installed
+(.ci/run installs it).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+from tests.api.conftest import RECORD, free_port
+
+pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def count_colour(png_path, rgb: tuple[int, int, int], tolerance: int = 30) -> int:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png_path).convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(rgb)).max(axis=2) <= tolerance).sum())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
+    from werkzeug.serving import make_server
+
+    from api.dashboard import PRIMARY_COLOR
+    from utils.model_store import ModelStore
+
+    store = ModelStore(state / "models")
+    store.deploy("attrition_model-v2")          # two scored versions, one deployment more
+    app = make_app(state)
+    client = app.test_client()
+    for n in (1, 5, 20):
+        client.post("/prediction", json={"records": [RECORD] * n})
+    app.extensions["mlops"].prediction_log.flush()
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    shot = tmp_path / "dashboard.png"
+    try:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+             "--window-size=1400,1400", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert shot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    primary = tuple(int(PRIMARY_COLOR[i:i + 2], 16) for i in (1, 3, 5))
+    assert count_colour(shot, primary, tolerance=20) > 500, "the metric plot's line is not on the page"
+    assert count_colour(shot, (0x2b, 0x2d, 0x42), tolerance=4) > 10_000, "the page header did not render"
+    assert count_colour(shot, (0xff, 0xd7, 0x00), tolerance=40) > 50, "no deployed-version markers"
