@@ -10,9 +10,11 @@ request, `--concurrency` concurrent keep-alive clients, at most `--requests` req
 installed, otherwise a Python thread client (slower: it competes with the servers for CPU).
 
     python benchmarks/api_throughput.py                        # defaults: 8 clients, 20k requests / 10 s
-    python benchmarks/api_throughput.py --mlflow-workers 1 2 --json out.json
+    python benchmarks/api_throughput.py --mlflow-workers 1 2 --with-bare --json out.json
 
-Prints one table: requests/s, p50 and p99 latency (ms), errors, and the ratio to mlflow.
+Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
+servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
+move with the neighbours' load, the CPU cost per request much less.
 """
 from __future__ import annotations
 
@@ -84,6 +86,23 @@ def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
         try:
             if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def wait_ready_post(url: str, body: Path, timeout_s: float, proc: subprocess.Popen) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            if requests.post(url, data=body.read_bytes(), headers={"Content-Type": "application/json"},
+                             timeout=5).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -170,17 +189,38 @@ def run_python(url: str, body: Path, requests_n: int, duration_s: float, concurr
             "errors": errors[0], "tool": "python"}
 
 
-def load(url: str, body: Path, args: argparse.Namespace) -> dict[str, Any]:
+def server_cpu_s(proc: subprocess.Popen) -> float:
+    """CPU seconds (user + system) used so far by a server and all its processes."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, Any]:
+    """Warm up, then measure; also the server's CPU time per request (robust to other load)."""
     runner = run_hey if shutil.which("hey") and not args.python_client else run_python
-    # warm-up (connections, lazy imports), not measured
-    runner(url, body, min(200, args.requests), 10, args.concurrency)
-    return runner(url, body, args.requests, args.duration_s, args.concurrency)
+    runner(url, body, min(200, args.requests), 10, args.concurrency)     # warm-up, not measured
+    cpu0 = server_cpu_s(proc)
+    result = runner(url, body, args.requests, args.duration_s, args.concurrency)
+    result["server_cpu_ms_per_request"] = (server_cpu_s(proc) - cpu0) * 1000 / max(1, result["requests"])
+    return result
 
 
 # ---- servers -----------------------------------------------------------------------------
 def start_ours(state: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
     cmd = [PYTHON, str(REPO_ROOT / "04_deployment/serve.py"), f"paths.state_dir={state}",
-           f"api.port={port}", f"api.workers={args.workers}", f"api.threads={args.threads}"]
+           f"api.port={port}", f"api.workers={args.workers}", f"api.threads={args.threads}", *args.override]
     env = {**os.environ, "API_KEY": "benchmark-key-not-secret-0123456789"}
     return subprocess.Popen(cmd, cwd=str(state), env=env, start_new_session=True,
                             stdout=open(state / "ours.log", "w"), stderr=subprocess.STDOUT)
@@ -194,68 +234,122 @@ def start_mlflow(state: Path, model_dir: Path, port: int, workers: int) -> subpr
                             stdout=open(state / f"mlflow-{workers}.log", "w"), stderr=subprocess.STDOUT)
 
 
+BARE_APP = """
+import os, mlflow.sklearn, pandas as pd
+from flask import Flask, request, jsonify
+model = mlflow.sklearn.load_model(os.environ["MODEL_DIR"])
+columns = list(model.feature_names_in_)
+app = Flask(__name__)
+
+@app.post("/prediction")
+def prediction():
+    frame = pd.DataFrame.from_records(request.get_json()["records"], columns=columns)
+    proba = model.predict_proba(frame)
+    return jsonify({"predictions": [{"label": int(p.argmax()), "probability": float(p.max())} for p in proba]})
+"""
+
+
+def start_bare(state: Path, model_dir: Path, port: int, workers: int) -> subprocess.Popen:
+    """The issue's reference point: a bare Flask handler calling the same model, no checks, no logs."""
+    (state / "bare_app.py").write_text(BARE_APP)
+    cmd = [PYTHON, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(state),
+           "bare_app:app"]
+    return subprocess.Popen(cmd, cwd=str(state), env={**os.environ, "MODEL_DIR": str(model_dir)},
+                            start_new_session=True, stdout=open(state / "bare.log", "w"), stderr=subprocess.STDOUT)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=20000, help="per scenario (upper bound)")
-    parser.add_argument("--duration-s", type=float, default=10.0, help="per scenario (python client bound)")
+    parser.add_argument("--requests", type=int, default=5000, help="per measurement (upper bound)")
+    parser.add_argument("--duration-s", type=float, default=10.0,
+                        help="per measurement (python client: hard bound; hey: a timeout of 3x)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per server and payload, interleaved; the table shows medians")
     parser.add_argument("--workers", type=int, default=2, help="our gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker")
     parser.add_argument("--mlflow-workers", type=int, nargs="*", default=[1],
                         help="mlflow models serve --workers values to compare (empty: skip mlflow)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for our server, e.g. api.prediction_log=false (repeatable)")
+    parser.add_argument("--with-bare", action="store_true",
+                        help="also measure a bare Flask handler (gunicorn sync, --workers) calling the same model")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if hey exists")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    servers: list[tuple[str, str, str, subprocess.Popen]] = []    # (label, kind, url, process)
     try:
         model_dir, records = build_model(state)
         bodies = {}
         for name, recs in (("single", records[:1]), ("batch100", records[:100])):
-            for server, key in (("ours", "records"), ("mlflow", "dataframe_records")):
-                path = state / f"{server}-{name}.json"
+            for kind, key in (("ours", "records"), ("mlflow", "dataframe_records")):
+                path = state / f"{kind}-{name}.json"
                 path.write_text(json.dumps({key: recs}))
-                bodies[(server, name)] = path
-        results: list[dict[str, Any]] = []
+                bodies[(kind, name)] = path
 
+        # all servers up at once (idle ones cost nothing), so measurements can interleave
         port = free_port()
-        proc = start_ours(state, port, args)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/health", 180, proc)
+        servers.append((f"ours (gunicorn {args.workers}x{args.threads})" + "".join(f" {o}" for o in args.override), "ours",
+                        f"http://127.0.0.1:{port}", start_ours(state, port, args)))
+        for workers in args.mlflow_workers:
+            port = free_port()
+            servers.append((f"mlflow models serve (--workers {workers})", "mlflow", f"http://127.0.0.1:{port}",
+                            start_mlflow(state, model_dir, port, workers)))
+        if args.with_bare:
+            port = free_port()
+            servers.append((f"bare Flask handler (gunicorn {args.workers}x1)", "bare", f"http://127.0.0.1:{port}",
+                            start_bare(state, model_dir, port, args.workers)))
+        for label, kind, url, proc in servers:
+            ready = {"ours": "/health", "mlflow": "/ping"}
+            if kind in ready:
+                wait_ready(f"{url}{ready[kind]}", 300, proc)
+            else:
+                wait_ready_post(f"{url}/prediction", bodies[("ours", "single")], 300, proc)
+
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):
             for name in ("single", "batch100"):
-                res = load(f"http://127.0.0.1:{port}/prediction", bodies[("ours", name)], args)
-                results.append({"server": f"ours (gunicorn {args.workers}x{args.threads})", "payload": name, **res})
-        finally:
+                for label, kind, url, proc in servers:
+                    path = "/invocations" if kind == "mlflow" else "/prediction"
+                    body = bodies[("mlflow" if kind == "mlflow" else "ours", name)]
+                    runs.setdefault((label, name), []).append(load(f"{url}{path}", body, args, proc))
+    finally:
+        for *_, proc in servers:
             stop(proc)
+    try:
         from utils.prediction_log import count_predictions
 
         logged = count_predictions(state / "predictions.db")
-
-        for workers in args.mlflow_workers:
-            port = free_port()
-            proc = start_mlflow(state, model_dir, port, workers)
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/ping", 180, proc)
-                for name in ("single", "batch100"):
-                    res = load(f"http://127.0.0.1:{port}/invocations", bodies[("mlflow", name)], args)
-                    results.append({"server": f"mlflow models serve (--workers {workers})", "payload": name, **res})
-            finally:
-                stop(proc)
-
-        base = {r["payload"]: r["rps"] for r in results if r["server"].startswith("mlflow") and "--workers 1)" in r["server"]}
-        print(f"\nPOST /prediction, concurrency {args.concurrency}, {os.cpu_count()} CPUs, load tool "
-              f"{results[0]['tool']}; our prediction log holds {logged} rows after the run\n")
-        print(f"{'server':38} {'payload':9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x mlflow':>9}")
-        for r in results:
-            ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
-            print(f"{r['server']:38} {r['payload']:9} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                  f"{r['errors']:7d} {ratio:9.2f}")
-        if args.json:
-            args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
-                                             "prediction_log_rows": logged, "results": results}, indent=2))
-        return 0 if all(r["errors"] == 0 for r in results) else 1
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+    results = []
+    for (label, name), measured in runs.items():
+        med = {k: statistics.median(m[k] for m in measured)
+               for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request")}
+        results.append({"server": label, "payload": name, **med,
+                        "rps_range": [min(m["rps"] for m in measured), max(m["rps"] for m in measured)],
+                        "requests": sum(m["requests"] for m in measured),
+                        "errors": sum(m["errors"] for m in measured), "tool": measured[0]["tool"],
+                        "rounds": measured})
+    base = {r["payload"]: r["rps"] for r in results if r["server"].startswith("mlflow") and "--workers 1)" in r["server"]}
+    print(f"\nPOST /prediction: {args.concurrency} concurrent clients, {os.cpu_count()} CPUs, load tool "
+          f"{results[0]['tool']}, medians of {args.rounds} interleaved rounds of <= {args.requests} requests; "
+          f"{logged} predictions in our log afterwards\n")
+    print(f"{'server':36} {'payload':9} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'errors':>6} {'x mlflow':>8} {'CPU ms/req':>10}")
+    for r in sorted(results, key=lambda r: (r["payload"] != "single", r["server"])):
+        ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
+        spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}"
+        print(f"{r['server']:36} {r['payload']:9} {r['rps']:7.0f} {spread:>13} {r['p50_ms']:7.2f} "
+              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {r['server_cpu_ms_per_request']:10.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
+                                         "rounds": args.rounds, "prediction_log_rows": logged,
+                                         "results": results}, indent=2))
+    return 0 if all(r["errors"] == 0 for r in results) else 1
 
 
 if __name__ == "__main__":

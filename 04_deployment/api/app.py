@@ -55,6 +55,7 @@ class Services:
     limits: Limits
     service_version: str
     started: float = field(default_factory=time.monotonic)
+    compute_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
     scoring_lock: threading.Lock = field(default_factory=threading.Lock)
     scoring_cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -89,7 +90,8 @@ def build_services(config: AppConfig) -> Services:
     return Services(config=config, store=store, models=holder, metrics=metrics,
                     prediction_log=prediction_log, jobs=JobStore(config.api_paths.jobs_db), api_key=api_key,
                     limits=Limits(settings.max_records, settings.max_text_chars),
-                    service_version=service_version())
+                    service_version=service_version(),
+                    compute_slots=threading.BoundedSemaphore(settings.prediction_concurrency))
 
 
 def create_app(config: DictConfig | Mapping[str, Any] | None = None,

@@ -12,8 +12,20 @@ from typing import Any
 _log_dir = os.environ.get("MLOPS_API_LOG_DIR")
 _fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
+from gunicorn.glogging import Logger
+
+
+class AppAccessLogger(Logger):
+    """gunicorn's logger without its access line: the app writes a structured one (and
+    gunicorn would otherwise format an unused line per request because logging is configured)."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
 worker_class = "gthread"
-accesslog = None                  # the app writes its own structured access log
+logger_class = AppAccessLogger
+accesslog = None
 errorlog = "-"
 
 _handlers: dict[str, Any] = {

@@ -32,10 +32,6 @@ _CACHE_SIZE = 4                # loaded models kept per process (versions are im
 _cache: dict[tuple[str, int], "ServedModel"] = {}
 _cache_lock = threading.Lock()
 
-# Tabular models are fed a float matrix in signature column order (validated beforehand),
-# not a DataFrame: scikit-learn's DataFrame path costs ~1 ms per call. The feature-name
-# warning that this triggers says nothing here; silence it once, process-wide.
-warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
 
 class ModelLoadError(RuntimeError):
@@ -59,7 +55,7 @@ class ServedModel:
 
     # ---- tabular ---------------------------------------------------------------------------
     def predict_matrix(self, matrix: np.ndarray) -> list[dict[str, Any]]:
-        """label and probability (of that label) per row, plus every class's probability."""
+        """label and its probability per row (the binary case's other probability is 1 - p)."""
         if self._estimator is not None and hasattr(self._estimator, "predict_proba"):
             import sklearn
 
@@ -68,13 +64,9 @@ class ServedModel:
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 proba = self._estimator.predict_proba(features)
             classes = self.class_labels
-            names = self.class_names
-            out = []
-            for row in proba.tolist():       # plain floats: cheaper than numpy scalars per row
-                best = max(range(len(row)), key=row.__getitem__)
-                out.append({"label": classes[best], "probability": row[best],
-                            "probabilities": dict(zip(names, row))})
-            return out
+            best = proba.argmax(axis=1)
+            return [{"label": classes[b], "probability": p}          # plain Python values: cheap JSON
+                    for b, p in zip(best.tolist(), proba[np.arange(len(best)), best].tolist())]
         if self._estimator is not None:
             predicted = self._estimator.predict(matrix if self.takes_matrix else self._frame(matrix))
         else:
@@ -99,10 +91,6 @@ class ServedModel:
     @cached_property
     def class_labels(self) -> list[Any]:
         return [_plain(c) for c in self.classes]
-
-    @cached_property
-    def class_names(self) -> list[str]:
-        return [str(c) for c in self.class_labels]
 
     @property
     def estimator(self) -> Any:
@@ -186,6 +174,11 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
                 if sorted(fitted) == sorted(served.spec.columns):   # the estimator's own column order
                     served.spec = replace(served.spec, columns=tuple(fitted))
                 served.takes_matrix = _takes_matrix(estimator, served.spec)
+                if served.takes_matrix:
+                    # the matrix is in the estimator's own column order, checked above: its
+                    # "no feature names" warning says nothing here (silenced once, process-wide)
+                    warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                            category=UserWarning)
             else:
                 import mlflow.pyfunc
 
@@ -209,10 +202,11 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
 
 
 def _takes_matrix(estimator: Any, spec: TabularSpec) -> bool:
-    """Whether a plain matrix (fast) gives the same answer as a DataFrame (safe).
+    """Whether a plain float matrix (fast) gives the same answer as a DataFrame (safe).
 
-    A pipeline that selects columns by name (ColumnTransformer) needs the DataFrame; a plain
-    scaler + classifier does not, and is ~1 ms faster per call without it.
+    scikit-learn's DataFrame path costs ~1 ms per call; a plain scaler + classifier gives the
+    same answer for the matrix in its training column order. A pipeline that selects columns
+    by name (ColumnTransformer) needs the DataFrame: the probe fails or differs, and it gets one.
     """
     import pandas as pd
 

@@ -120,7 +120,13 @@ def read_body() -> bytes:
 def prediction() -> Any:
     svc = services()
     model = serving_model()
-    data = read_body()
+    data = read_body()              # I/O: slow clients do not hold a compute slot
+    with svc.compute_slots:         # CPU: api.prediction_concurrency at a time per worker
+        return _predict(svc, model, data)
+
+
+def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
+    """Parse, validate, predict, log: the CPU-bound part of POST /prediction."""
     parsed = parse_body(data, request.mimetype, model.task)
     expected = "records" if model.task == "tabular" else "texts"
     if parsed.kind != expected:
@@ -131,7 +137,7 @@ def prediction() -> Any:
     if model.task == "tabular":
         batch = tabular_batch(parsed.items, model.spec, svc.limits, from_csv=parsed.source == "csv")
         outputs = model.predict_matrix(batch.matrix)
-        logged: dict[str, Any] = {"columns": model.spec.columns, "rows": batch.matrix.tolist(), "ids": batch.ids}
+        logged: dict[str, Any] = {"columns": model.spec.columns, "rows": batch.row_lists(), "ids": batch.ids}
         answers = (outputs if batch.ids is None else
                    [{"id": i, **o} if i is not None else o for i, o in zip(batch.ids, outputs)])
         key = "label"

@@ -33,6 +33,7 @@ class ApiSettings:
     port: int = 8000
     workers: int = 2                      # gunicorn worker processes
     threads: int = 4                      # threads per worker (gthread)
+    prediction_concurrency: int = 1       # predictions computed at once per worker (GIL: more is slower)
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413
     max_records: int = 10_000             # records/texts per /prediction request
@@ -49,7 +50,7 @@ class ApiSettings:
         problems = []
         if not 0 < self.port < 65536:
             problems.append(f"api.port={self.port} (1-65535)")
-        for name in ("workers", "threads", "timeout_s", "max_body_bytes", "max_records",
+        for name in ("workers", "threads", "prediction_concurrency", "timeout_s", "max_body_bytes", "max_records",
                      "max_text_chars", "prediction_log_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"api.{name}={getattr(self, name)} (must be >= 1)")

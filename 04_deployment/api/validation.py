@@ -68,6 +68,11 @@ class TabularSpec:
 class TabularBatch:
     matrix: np.ndarray                 # (n, len(columns)) float64, signature column order
     ids: list[str | None] | None       # the id column's values, None when no record sent one
+    rows: list[list[Any]] | None = None  # the same values as Python lists, when already at hand
+
+    def row_lists(self) -> list[list[Any]]:
+        """The matrix as lists of numbers (for the prediction log)."""
+        return self.rows if self.rows is not None else self.matrix.tolist()
 
 
 @dataclass
@@ -213,7 +218,7 @@ def _fast_batch(items: list[Any], spec: TabularSpec) -> TabularBatch | None:
             if problem:
                 return None
             ids.append(value)
-    return TabularBatch(matrix=matrix, ids=ids)
+    return TabularBatch(matrix=matrix, ids=ids, rows=rows)
 
 
 def _checked_batch(items: list[Any], spec: TabularSpec, from_csv: bool) -> TabularBatch:

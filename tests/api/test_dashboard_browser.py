@@ -22,9 +22,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 def count_colour(png_path, rgb: tuple[int, int, int], tolerance: int = 30) -> int:
-    from PIL import Image
+    """Pixels of the screenshot within ``tolerance`` (per channel, 0-255) of ``rgb``."""
+    from matplotlib.image import imread
 
-    pixels = np.asarray(Image.open(png_path).convert("RGB"), dtype=np.int16)
+    pixels = np.rint(imread(str(png_path))[:, :, :3] * 255).astype(np.int16)
     return int((np.abs(pixels - np.array(rgb)).max(axis=2) <= tolerance).sum())
 
 

@@ -12,6 +12,11 @@ from utils.model_store import ModelStore
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
 
+def p_one(prediction: dict) -> float:
+    """P(label 1) from an answer (label + probability of that label)."""
+    return prediction["probability"] if prediction["label"] == 1 else 1.0 - prediction["probability"]
+
+
 def expected_p1(model_dir, record=RECORD) -> float:
     import mlflow.sklearn
 
@@ -65,7 +70,7 @@ def test_requests_in_flight_during_swaps_all_succeed_and_match_their_version(app
             body = r.get_json()
             with lock:
                 results.append((r.status_code, body.get("model_version"),
-                                body["predictions"][0]["probabilities"]["1"] if r.status_code == 200 else None))
+                                p_one(body["predictions"][0]) if r.status_code == 200 else None))
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
@@ -135,7 +140,7 @@ def test_model_selecting_columns_by_name_gets_a_dataframe(make_app, tmp_path):
     r = app.test_client().post("/prediction", json={"records": [RECORD]})
     assert r.status_code == 200, r.get_data(as_text=True)
     expected = model.predict_proba(pd.DataFrame([RECORD])[list(reversed(FEATURES))])[0, 1]
-    assert r.get_json()["predictions"][0]["probabilities"]["1"] == pytest.approx(expected)
+    assert p_one(r.get_json()["predictions"][0]) == pytest.approx(expected)
 
 
 def test_plain_pipeline_takes_the_fast_path(app):
