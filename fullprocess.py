@@ -45,7 +45,14 @@ from typing import Any
 from utils.ingest_record import IngestRecord, SourceEntry, scan_source_dir
 from utils.paths import REPO_ROOT, StatePaths, resolve_path
 from utils.tick_lock import TickLock, cmdline, group_alive, kill_group
-from utils.tick_state import TickState, append_tick, dataset_file, history_file, rotate, take_reference
+from utils.tick_state import (
+    TickState,
+    append_tick,
+    dataset_file,
+    history_file,
+    rotate,
+    take_reference,
+)
 
 log = logging.getLogger("fullprocess")
 

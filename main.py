@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from utils.config import register_resolvers  # noqa: E402
 from utils.hashing import sha256_file, sha256_json, sha256_tree  # noqa: E402
 from utils.ingest_record import scan_source_dir  # noqa: E402
 from utils.model_store import ModelStore  # noqa: E402
 from utils.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
-from utils.config import register_resolvers  # noqa: E402
 from utils.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -128,7 +128,11 @@ def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]
     """Tracking URI (absolute) and the experiment id; under `mlflow run` reuse the CLI's run."""
     import mlflow
 
-    from utils.tracking import absolute_tracking_uri, default_tracking_uri, ensure_experiment
+    from utils.tracking import (
+        absolute_tracking_uri,
+        default_tracking_uri,
+        ensure_experiment,
+    )
 
     if os.environ.get("MLFLOW_RUN_ID") and os.environ.get("MLFLOW_TRACKING_URI"):
         # launched by `mlflow run .`: the parent run lives where the CLI put it

@@ -8,10 +8,10 @@ Work is proportional to new files: unchanged files are not opened.
 """
 from __future__ import annotations
 
-import sys
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.ingest_record import IngestRecord, RecordRow, SourceEntry, now, scan_source_dir
+from utils.ingest_record import (
+    IngestRecord,
+    RecordRow,
+    SourceEntry,
+    now,
+    scan_source_dir,
+)
 from utils.paths import StatePaths, resolve_path
 from utils.step_config import TaskConfig
 from utils.step_runner import run_step

@@ -47,7 +47,12 @@ from torch import nn  # noqa: E402
 try:
     from utils.nlu_data import NluExample, char_offsets, repair_bio, spans_from_tags
 except ImportError:  # inside a logged MLflow model, code_paths puts nlu_data.py beside this file
-    from nlu_data import NluExample, char_offsets, repair_bio, spans_from_tags  # type: ignore[no-redef]
+    from nlu_data import (  # type: ignore[no-redef]
+        NluExample,
+        char_offsets,
+        repair_bio,
+        spans_from_tags,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +164,15 @@ def make_random_encoder(
 
     For tests and benchmarks without downloads; ``bert_config`` overrides ``BertConfig`` fields.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     out = Path(out_dir)

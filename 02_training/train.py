@@ -8,8 +8,8 @@ MLflow model with signature and input example, registered as a new version of
 """
 from __future__ import annotations
 
-import sys
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 from utils.hashing import sha256_file
 from utils.model_store import ModelStore, version_id
 from utils.paths import StatePaths
+from utils.scoring_lib import classification_report
 from utils.step_config import TaskConfig
 from utils.step_runner import run_step
 from utils.tracking import flatten
@@ -48,18 +49,6 @@ class TabularParams:
     class_weight: str | None = None
     seed: int = 42
     validation_fraction: float = 0.2
-
-
-def classification_metrics(y_true: Any, y_pred: Any, y_score: Any) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-
-    metrics = {"f1": f1_score(y_true, y_pred, zero_division=0),
-               "precision": precision_score(y_true, y_pred, zero_division=0),
-               "recall": recall_score(y_true, y_pred, zero_division=0),
-               "accuracy": accuracy_score(y_true, y_pred)}
-    if len(set(y_true)) > 1:
-        metrics["roc_auc"] = roc_auc_score(y_true, y_score)
-    return {k: float(v) for k, v in metrics.items()}
 
 
 def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
@@ -86,7 +75,8 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
                                      class_weight=params.class_weight, random_state=params.seed)),
     ])
     pipeline.fit(x_train, y_train)
-    metrics = classification_metrics(y_val, pipeline.predict(x_val), pipeline.predict_proba(x_val)[:, 1])
+    metrics = classification_report(y_val, pipeline.predict(x_val), pipeline.predict_proba(x_val)[:, 1],
+                                    list(task.label_values))["metrics"]
     mlflow.log_params({**flatten("training", vars(params)), "rows_train": len(x_train),
                        "rows_validation": len(x_val)})
     mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
@@ -120,10 +110,10 @@ def split_nlu(examples: list, dev_fraction: float, seed: int) -> tuple[list, lis
 
 def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
     """Fine-tune the joint intent + slot model (nlu_model.py), log and register it as a pyfunc."""
+    from nlu_logging import log_nlu_model, mlflow_epoch_logger  # 02_training/
+    from nlu_model import NluTrainConfig, train_nlu
     from omegaconf import OmegaConf
 
-    from nlu_logging import log_nlu_model, mlflow_epoch_logger   # 02_training/
-    from nlu_model import NluTrainConfig, train_nlu
     from utils.nlu_data import read_jsonl
 
     training = dict(config.training)

@@ -7,11 +7,10 @@ The gate's number (`task.primary_metric`) goes to `latestscore.txt` in the versi
 """
 from __future__ import annotations
 
-import sys
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import mlflow
 
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 
 from utils.model_store import ModelStore, parse_version_id
 from utils.paths import StatePaths, resolve_path
+from utils.scoring_lib import score_nlu, score_tabular
 from utils.step_config import TaskConfig
 from utils.step_runner import run_step
 from utils.tracking import log_json_artifact
@@ -43,57 +43,6 @@ class ScoringConfig:
     data: ScoringData = field(default_factory=ScoringData)
     scoring: ScoringSection = field(default_factory=ScoringSection)
     model_version: str | None = None   # store version to score; None = newest of task.model_name
-
-
-def score_tabular(model_dir: Path, test_path: Path, task: TaskConfig) -> dict[str, Any]:
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
-                                 recall_score, roc_auc_score)
-
-    from utils.tabular_data import read_tabular_csv
-
-    test = read_tabular_csv(test_path, task)
-    model = mlflow.sklearn.load_model(str(model_dir))
-    features = test[task.feature_columns].astype(float)
-    y_true = test[task.label_column].astype(int).to_numpy()
-    y_pred = model.predict(features)
-    metrics: dict[str, Any] = {
-        "f1": f1_score(y_true, y_pred, zero_division=0),
-        "precision": precision_score(y_true, y_pred, zero_division=0),
-        "recall": recall_score(y_true, y_pred, zero_division=0),
-        "accuracy": accuracy_score(y_true, y_pred),
-    }
-    if len(set(y_true)) > 1:
-        metrics["roc_auc"] = roc_auc_score(y_true, model.predict_proba(features)[:, 1])
-    metrics = {k: float(v) for k, v in metrics.items()}
-    report = {"metrics": metrics, "n_examples": int(len(test)),
-              "labels": [int(v) for v in task.label_values],
-              "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(task.label_values)).tolist()}
-    return report
-
-
-def score_nlu(model_dir: Path, test_path: Path, batch_size: int) -> dict[str, Any]:
-    """Intent accuracy, seqeval slot F1, exact match and per-intent/per-slot tables."""
-    from sklearn.metrics import confusion_matrix
-
-    from utils.nlu_data import read_nlu_path
-    from utils.nlu_metrics import nlu_metrics
-
-    examples = read_nlu_path(test_path)
-    if test_path.is_dir() and any(e.split == "test" for e in examples):
-        examples = [e for e in examples if e.split == "test"]   # a BIO folder: its test split
-    if not examples:
-        raise ValueError("no test examples")
-    model = mlflow.pyfunc.load_model(str(model_dir))
-    predictions = model.predict([e.text for e in examples], params={"batch_size": batch_size})
-    intents, tags = list(predictions["intent"]), [list(t) for t in predictions["tags"]]
-    report = nlu_metrics(examples, intents, tags)
-    labels = sorted({e.intent for e in examples} | set(intents))
-    return {"metrics": {k: float(v) for k, v in report.items()
-                        if k != "n_examples" and isinstance(v, (int, float))},
-            "n_examples": report["n_examples"], "per_intent": report["per_intent"],
-            "per_slot": report["per_slot"], "labels": labels,
-            "confusion_matrix": confusion_matrix([e.intent for e in examples], intents,
-                                                 labels=labels).tolist()}
 
 
 def go(config: ScoringConfig) -> int:

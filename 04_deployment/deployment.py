@@ -15,8 +15,8 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 

@@ -25,8 +25,16 @@ for _p in (str(REPO_ROOT), str(API_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from api.settings import (CONFIG_ENV, OVERRIDES_ENV, ApiConfigError, ApiPaths, ApiSettings,  # noqa: E402
-                          api_settings, resolved_config)
+from api.settings import (  # noqa: E402
+    CONFIG_ENV,
+    OVERRIDES_ENV,
+    ApiConfigError,
+    ApiPaths,
+    ApiSettings,
+    api_settings,
+    resolved_config,
+)
+
 from utils.paths import StatePaths  # noqa: E402
 
 log = logging.getLogger("serve")

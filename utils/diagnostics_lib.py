@@ -197,23 +197,6 @@ def load_pyfunc(model_dir: Path) -> Any:
     return mlflow.pyfunc.load_model(str(model_dir))
 
 
-def nlu_predict(model: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows {intent, confidence, tags, slots} of the NLU pyfunc for ``texts``.
-
-    The pyfunc takes a DataFrame with a ``text`` column; its output may be a DataFrame or a
-    list of dicts: both are turned into a list of dicts.
-    """
-    import pandas as pd
-
-    out = model.predict(pd.DataFrame({"text": list(texts)}))
-    if isinstance(out, pd.DataFrame):
-        out = out.to_dict(orient="records")
-    rows = [dict(r) for r in out]
-    if len(rows) != len(texts):
-        raise ValueError(f"NLU model returned {len(rows)} rows for {len(texts)} texts")
-    return rows
-
-
 def tabular_predictions(model_dir: Path, test_path: Path, task: Any) -> dict[str, Any]:
     """Production model predictions (label, probability of the positive class) on the test CSV."""
     import mlflow
@@ -244,12 +227,13 @@ def tabular_predictions(model_dir: Path, test_path: Path, task: Any) -> dict[str
 def nlu_predictions(model_dir: Path, test_path: Path, batch_size: int = 256) -> dict[str, Any]:
     """Production model predictions (intent, confidence, tags, slots) on the NLU test data."""
     from utils.nlu_data import read_nlu_path
+    from utils.scoring_lib import pyfunc_rows
 
     examples = read_nlu_path(test_path)
     model = load_pyfunc(model_dir)
     predicted: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
-        predicted.extend(nlu_predict(model, [ex.text for ex in examples[start:start + batch_size]]))
+        predicted.extend(pyfunc_rows(model, [ex.text for ex in examples[start:start + batch_size]]))
     rows = []
     for ex, pred in zip(examples, predicted):
         rows.append({"text": ex.text, "intent": ex.intent, "predicted_intent": str(pred.get("intent")),

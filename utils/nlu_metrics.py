@@ -35,7 +35,12 @@ def nlu_metrics(
 
     ``pred_tags[i]`` must have one tag per whitespace token of ``gold[i].text``.
     """
-    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics import (
+        classification_report,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
 
     if not (len(gold) == len(pred_intents) == len(pred_tags)):
         raise ValueError(

@@ -17,8 +17,14 @@ NLU_SCALAR_METRICS: tuple[str, ...] = ("intent_accuracy", "slot_precision", "slo
 def classification_report(y_true: Any, y_pred: Any, y_score: Any | None,
                           labels: Sequence[Any]) -> dict[str, Any]:
     """F1, precision, recall, accuracy (+ ROC AUC when both classes occur) and the confusion matrix."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
-                                 recall_score, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     metrics: dict[str, Any] = {
         "f1": f1_score(y_true, y_pred, zero_division=0),
@@ -75,10 +81,16 @@ def score_nlu(predict: Callable[[list[str]], list[dict[str, Any]]] | Path | str,
     rows: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
         rows.extend(predict([ex.text for ex in examples[start:start + batch_size]]))
-    report = nlu_metrics(examples, [str(r["intent"]) for r in rows], [list(r["tags"]) for r in rows])
+    from sklearn.metrics import confusion_matrix
+
+    intents = [str(r["intent"]) for r in rows]
+    report = nlu_metrics(examples, intents, [list(r["tags"]) for r in rows])
+    gold = [ex.intent for ex in examples]
+    labels = sorted(set(gold) | set(intents))
     return {"metrics": {k: float(report[k]) for k in NLU_SCALAR_METRICS},
             "n_examples": report["n_examples"], "per_intent": report["per_intent"],
-            "per_slot": report["per_slot"]}
+            "per_slot": report["per_slot"], "labels": labels,
+            "confusion_matrix": confusion_matrix(gold, intents, labels=labels).tolist()}
 
 
 def nlu_predict_function(model_dir: Path) -> Callable[[list[str]], list[dict[str, Any]]]:

@@ -9,7 +9,12 @@ import logging
 import sys
 from typing import Callable, TypeVar
 
-from utils.step_config import StepConfigError, configure_logging, load_step_config, step_argument_parser
+from utils.step_config import (
+    StepConfigError,
+    configure_logging,
+    load_step_config,
+    step_argument_parser,
+)
 
 T = TypeVar("T")
 

@@ -1,8 +1,9 @@
-"""The prediction API: a Flask app served by gunicorn (see serve.py next to this package).
+"""The prediction API: a Flask app served by gunicorn (04_deployment/serve.py starts it).
 
     gunicorn --pythonpath 04_deployment,. 'api.app:create_app()'
 
-Modules: settings (the `api:` config section), model_service (load + hot reload of
-models/production), validation (request bodies -> checked records/texts), metrics
-(Prometheus), jobs (background retrain), dashboard (the HTML page), app (routes and wiring).
+Modules: settings (the `api:` config section), app (factory, hooks, JSON errors), routes and
+admin (the endpoints), model_service (load + hot reload of models/production), validation
+(request bodies -> checked inputs), metrics (Prometheus), auth (API key), jobs and jobrunner
+(background retrain), dashboard (the HTML page), gunicorn_conf (logging, worker hooks).
 """
