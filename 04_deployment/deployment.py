@@ -22,14 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 
 from utils.model_store import ModelStore, ModelStoreError, parse_version_id
 from utils.paths import StatePaths
+from utils.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
 from utils.step_config import TaskConfig, configure_logging
 from utils.step_runner import run_step
-from utils.tracking import absolute_tracking_uri, default_tracking_uri
 
 log = logging.getLogger("model_deployment")
-
-CHAMPION_ALIAS = "champion"
-
 
 @dataclass
 class DeploymentSection:
@@ -58,13 +55,6 @@ def champion_version(store: ModelStore, model_name: str) -> str | None:
         return None
     version = f"{model_name}-v{mv.version}"
     return version if store.has_version(version) else None
-
-
-def set_champion_alias(version: str) -> None:
-    import mlflow
-
-    name, number = parse_version_id(version)
-    mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
 
 
 def decide(candidate_score: float, champion_score: float | None, tolerance: float,
@@ -148,12 +138,8 @@ def operator_cli(argv: list[str]) -> int:
     except ModelStoreError as exc:
         log.error("%s", exc)
         return 1
-    import mlflow
-
-    mlflow.set_tracking_uri(absolute_tracking_uri(args.tracking_uri, paths.state_dir)
-                            if args.tracking_uri else default_tracking_uri(paths))
     try:
-        set_champion_alias(event["version"])
+        set_champion_alias(event["version"], tracking_uri_for(paths.state_dir, args.tracking_uri))
     except Exception as exc:  # the store is the source of truth; the alias follows when it can
         log.warning("production rolled back, but the registry alias could not be moved: %s", exc)
     print(f"rolled back: production is now {event['version']} (was {event['replaced']})")

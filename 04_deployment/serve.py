@@ -36,6 +36,7 @@ from api.settings import (  # noqa: E402
 )
 
 from utils.paths import StatePaths  # noqa: E402
+from utils.tick_lock import pid_alive  # noqa: E402
 
 log = logging.getLogger("serve")
 
@@ -70,22 +71,12 @@ def fresh_run_dir(parent: Path) -> Path:
     files would otherwise be summed into a new server's."""
     parent.mkdir(parents=True, exist_ok=True)
     for child in parent.iterdir():
-        if child.is_dir() and not (child.name.isdigit() and _alive(int(child.name))):
+        if child.is_dir() and not (child.name.isdigit() and pid_alive(int(child.name))):
             shutil.rmtree(child, ignore_errors=True)
     mine = parent / str(os.getpid())
     shutil.rmtree(mine, ignore_errors=True)
     mine.mkdir()
     return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[str, str]]:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from filelock import FileLock
 
 from utils.paths import REPO_ROOT
+from utils.tick_lock import pid_alive
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE_STATES = ("queued", "running")
@@ -56,18 +57,6 @@ class JobConflict(RuntimeError):
 
 def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class JobStore:
@@ -133,7 +122,7 @@ class JobStore:
 
     def _public(self, job: dict[str, Any]) -> dict[str, Any]:
         """Row -> answer; a running job whose runner process is gone is reported as lost."""
-        if job["state"] in ACTIVE_STATES and not _alive(job.get("runner_pid")) \
+        if job["state"] in ACTIVE_STATES and not (job.get("runner_pid") and pid_alive(job["runner_pid"])) \
                 and time.time() - job["created"] > 10:
             job["state"] = "lost"
             job["error"] = job.get("error") or "the job runner process is gone (killed?); see the log"
