@@ -1,11 +1,13 @@
 """Fixtures shared by every test folder: repo paths, temp state dirs, step modules, the chain."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -67,28 +69,37 @@ def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.fixture
-def tracking(state_dir: Path, empty_tracking_db: Path):
-    """An MLflow SQLite store in the temp state dir (current env var and client point at it)."""
+@contextlib.contextmanager
+def tracking_at(state_dir: Path, empty_db: Path) -> Iterator[str]:
+    """MLflow pointed at a copy of the migrated empty DB in ``state_dir``; yields the experiment id."""
     import mlflow
 
     from utils.paths import StatePaths
     from utils.tracking import default_tracking_uri, ensure_experiment
 
     paths = StatePaths.of(state_dir)
-    shutil.copy(empty_tracking_db, paths.mlflow_db)
+    shutil.copy(empty_db, paths.mlflow_db)
     uri = default_tracking_uri(paths)
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    experiment_id = ensure_experiment("tests", paths)
-    yield experiment_id
-    while mlflow.active_run():
-        mlflow.end_run()
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    try:
+        yield ensure_experiment("tests", paths)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+
+@pytest.fixture
+def tracking(state_dir: Path, empty_tracking_db: Path) -> Iterator[str]:
+    """An MLflow SQLite store in the temp state dir (current env var and client point at it)."""
+    with tracking_at(state_dir, empty_tracking_db) as experiment_id:
+        yield experiment_id
 
 
 @pytest.fixture(scope="session")

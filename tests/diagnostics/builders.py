@@ -8,12 +8,8 @@ without training a transformer.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +17,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from tests.conftest import tracking_at  # noqa: F401 (re-exported for the step tests)
 from utils.model_store import ModelStore
 from utils.paths import StatePaths
 from utils.step_config import TaskConfig
-from utils.tracking import default_tracking_uri, ensure_experiment
 
 TABULAR_TASK = TaskConfig(
     name="tabular", model_name="attrition_model", primary_metric="f1", id_column="corporation",
@@ -32,26 +28,6 @@ TABULAR_TASK = TaskConfig(
     features={"lastmonth_activity": {"min": 0, "max": None}, "lastyear_activity": {"min": 0, "max": None},
               "number_of_employees": {"min": 0, "max": None}})
 NLU_TASK = TaskConfig(name="nlu", model_name="query_model", primary_metric="intent_accuracy")
-
-
-@contextlib.contextmanager
-def tracking_at(state_dir: Path, empty_db: Path) -> Iterator[str]:
-    """MLflow pointed at a copy of the migrated empty DB in ``state_dir``; yields the experiment id."""
-    paths = StatePaths.of(state_dir)
-    shutil.copy(empty_db, paths.mlflow_db)
-    uri = default_tracking_uri(paths)
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield ensure_experiment("tests", paths)
-    finally:
-        while mlflow.active_run():
-            mlflow.end_run()
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 # ---------------------------------------------------------------------------------- tabular
