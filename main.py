@@ -25,7 +25,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from utils.config import register_resolvers  # noqa: E402
-from utils.hashing import sha256_file, sha256_json, sha256_tree  # noqa: E402
+from utils.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
 from utils.ingest_record import scan_source_dir  # noqa: E402
 from utils.model_store import ModelStore  # noqa: E402
 from utils.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
@@ -65,9 +65,7 @@ def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
     test = resolve_path(cfg.data.test_path)
-    if test.is_dir():
-        return sha256_tree([p for p in test.rglob("*") if p.is_file()], test)
-    return sha256_file(test) if test.is_file() else None
+    return sha256_path(test) if test.exists() else None
 
 
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).

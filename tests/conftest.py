@@ -95,6 +95,21 @@ def tracking_at(state_dir: Path, empty_db: Path) -> Iterator[str]:
 
 
 
+@contextlib.contextmanager
+def local_http_server(handler: type) -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port with ``handler``; yields its base URL."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def tracking(state_dir: Path, empty_tracking_db: Path) -> Iterator[str]:
     """An MLflow SQLite store in the temp state dir (current env var and client point at it)."""

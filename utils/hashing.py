@@ -31,3 +31,10 @@ def sha256_tree(paths: list[Path], root: Path) -> str:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents): one data unit's identity."""
+    if path.is_dir():
+        return sha256_tree([p for p in path.rglob("*") if p.is_file()], path)
+    return sha256_file(path)

@@ -12,10 +12,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from utils.hashing import sha256_file, sha256_tree
-
-STATUSES = ("ingested", "duplicate", "quarantined")
-
+from utils.hashing import sha256_path
 
 @dataclass
 class RecordRow:
@@ -42,9 +39,7 @@ class SourceEntry:
         return self.path.is_dir()
 
     def sha256(self) -> str:
-        if self.is_dir:
-            return sha256_tree([p for p in self.path.rglob("*") if p.is_file()], self.path)
-        return sha256_file(self.path)
+        return sha256_path(self.path)
 
 
 def _entry(path: Path) -> SourceEntry:

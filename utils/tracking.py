@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,8 +61,3 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: value}
-
-
-def in_mlflow_run() -> bool:
-    """True when this process was launched by `mlflow run` (the run already exists)."""
-    return bool(os.environ.get("MLFLOW_RUN_ID"))

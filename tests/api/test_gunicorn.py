@@ -62,7 +62,7 @@ def test_metrics_add_up_over_workers(server):
     before = s.get(f"{server.url}/metrics").text
     pids = set()
     for _ in range(30):   # new connections: spread over both workers
-        r = requests.post(f"{server.url}/prediction", json={"records": [RECORD]})
+        assert requests.post(f"{server.url}/prediction", json={"records": [RECORD]}).status_code == 200
         pids.add(requests.get(f"{server.url}/health").json()["pid"])
     text = s.get(f"{server.url}/metrics").text
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import local_http_server
 from tests.diagnostics.builders import NLU_INGESTED
 from utils import diagnostics_lib as dl
 
@@ -189,12 +189,8 @@ class _Index(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def local_index():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Index)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/pypi"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_Index) as url:
+        yield f"{url}/pypi"
 
 
 def test_latest_versions_from_an_answering_index(local_index, tmp_path):

@@ -6,11 +6,10 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from tests.conftest import REPO_ROOT, load_step_module
+from tests.conftest import REPO_ROOT, load_step_module, local_http_server
 from tests.diagnostics.builders import NLU_TASK, NLU_TEST, TABULAR_TASK, write_jsonl
 
 TEST_CSV = REPO_ROOT / "01_data" / "testdata" / "tabular" / "testdata.csv"
@@ -56,12 +55,8 @@ class FakeApi(http.server.BaseHTTPRequestHandler):
 def api():
     FakeApi.requests = []
     FakeApi.scoring_status = 200
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(FakeApi) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
