@@ -15,11 +15,11 @@ paths.state_dir=/srv/mlops`. A tick:
    files). Nothing new -> one log line, exit 0. Up to here nothing heavy is imported
    (no mlflow, pandas, sklearn, torch): an idle tick costs a fraction of a second;
 3. runs the real `data_ingestion` step (main.py in a subprocess, tracked in MLflow);
-4. checks drift (utils/drift_check.py -> reports/drift.json + an MLflow run);
+4. checks drift (utils/tick/drift_check.py -> reports/drift.json + an MLflow run);
 5. if `drift.policy` says so, runs main.py from `fullprocess.chain_from` (model_training) to
    the end of the chain in its own process group, killed whole after `fullprocess.timeout_s`;
    the deployment gate decides whether the new model goes live;
-6. notifies (utils/notify.py) on failure, drift and a new deployment; delivery errors are
+6. notifies (utils/tick/notify.py) on failure, drift and a new deployment; delivery errors are
    logged, never fatal;
 7. logs to `${state_dir}/logs/fullprocess.log` (rotating) and appends one JSON summary line
    to `${state_dir}/logs/ticks.jsonl` (also printed on stdout).
@@ -42,10 +42,10 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from utils.ingest_record import IngestRecord, SourceEntry, scan_source_dir
-from utils.paths import REPO_ROOT, StatePaths, resolve_path
-from utils.tick_lock import TickLock, cmdline, group_alive, kill_group
-from utils.tick_state import (
+from utils.data.ingest_record import IngestRecord, SourceEntry, scan_source_dir
+from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
+from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group
+from utils.tick.tick_state import (
     TickState,
     append_tick,
     dataset_file,
@@ -291,7 +291,7 @@ def decide(policy: list[str], signals: dict[str, bool | None] | None, has_produc
 
 # ---- the tick ----------------------------------------------------------------------------------
 def production_of(paths: StatePaths, model_name: str) -> str | None:
-    from utils.model_store import ModelStore, parse_version_id
+    from utils.models.model_store import ModelStore, parse_version_id
 
     version = ModelStore(paths.models_dir).production_version()
     return version if version and parse_version_id(version)[0] == model_name else None
@@ -339,7 +339,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
             tick.rows_new = _count_rows(dataset)
             log.info("no drift reference yet (first data): %d rows, no drift check", tick.rows_new)
         else:
-            from utils.drift_check import run_drift_check
+            from utils.tick.drift_check import run_drift_check
 
             outcome = run_drift_check(cfg, paths, reference, dataset,
                                       (state.reference or {}).get("epoch"), tick.tick)
@@ -374,7 +374,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                          "or sooner when new data arrives.")
     state.pending = None
     state.save(paths)
-    from utils.model_store import ModelStore
+    from utils.models.model_store import ModelStore
 
     tick.trained_version = ModelStore(paths.models_dir).latest_version(task.model_name)
     return 0
@@ -430,7 +430,7 @@ def send_notifications(cfg: Any, paths: StatePaths, state: TickState, tick: Tick
         return
     from omegaconf import OmegaConf
 
-    from utils.notify import NotifySettings, notify
+    from utils.tick.notify import NotifySettings, notify
 
     try:
         settings = NotifySettings.from_mapping(OmegaConf.to_container(cfg.notify, resolve=True))  # type: ignore[arg-type]
@@ -578,7 +578,7 @@ def dry_run(cfg: Any, overrides: Sequence[str]) -> int:
 
 
 def cron_command(args: argparse.Namespace, cfg: Any) -> int:
-    from utils import cron
+    from utils.tick import cron
 
     paths = StatePaths.of(cfg.paths.state_dir)
     overrides = list(args.overrides)
@@ -604,7 +604,7 @@ def cron_command(args: argparse.Namespace, cfg: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
-    from utils.light_config import load_light_config
+    from utils.tick.light_config import load_light_config
 
     try:
         cfg = load_light_config(args.overrides)

@@ -24,12 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from utils.config import register_resolvers  # noqa: E402
-from utils.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
-from utils.ingest_record import scan_source_dir  # noqa: E402
-from utils.model_store import ModelStore  # noqa: E402
-from utils.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
-from utils.step_config import write_step_config  # noqa: E402
+from utils.pipeline.config import register_resolvers  # noqa: E402
+from utils.data.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
+from utils.data.ingest_record import scan_source_dir  # noqa: E402
+from utils.models.model_store import ModelStore  # noqa: E402
+from utils.pipeline.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
+from utils.pipeline.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
@@ -126,7 +126,7 @@ def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]
     """Tracking URI (absolute) and the experiment id; under `mlflow run` reuse the CLI's run."""
     import mlflow
 
-    from utils.tracking import (
+    from utils.pipeline.tracking import (
         absolute_tracking_uri,
         default_tracking_uri,
         ensure_experiment,

@@ -28,7 +28,7 @@ from pathlib import Path
 if __name__ == "__main__":  # script run: make the repo's `utils` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.nlu_data import (  # noqa: E402
+from utils.data.nlu_data import (  # noqa: E402
     NluExample,
     validate_example,
     write_bio_folder,

@@ -20,18 +20,18 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.ingest_record import (
+from utils.data.ingest_record import (
     IngestRecord,
     RecordRow,
     SourceEntry,
     now,
     scan_source_dir,
 )
-from utils.paths import StatePaths, resolve_path
-from utils.step_config import TaskConfig
-from utils.step_runner import run_step
-from utils.tabular_data import TabularDataError, read_tabular_csv
-from utils.tracking import log_json_artifact
+from utils.pipeline.paths import StatePaths, resolve_path
+from utils.pipeline.step_config import TaskConfig
+from utils.pipeline.step_runner import run_step
+from utils.data.tabular_data import TabularDataError, read_tabular_csv
+from utils.pipeline.tracking import log_json_artifact
 
 log = logging.getLogger("data_ingestion")
 
@@ -61,7 +61,7 @@ def read_unit(entry: SourceEntry, task: TaskConfig) -> pd.DataFrame:
             return read_tabular_csv(entry.path, task)
         except TabularDataError as exc:
             raise BadFile(str(exc)) from exc
-    from utils.nlu_data import NluDataError, is_bio_folder, read_bio_folder, read_jsonl
+    from utils.data.nlu_data import NluDataError, is_bio_folder, read_bio_folder, read_jsonl
 
     try:
         if entry.is_dir and is_bio_folder(entry.path):

@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 try:
-    from utils.nlu_data import NluExample, char_offsets, repair_bio, spans_from_tags
+    from utils.data.nlu_data import NluExample, char_offsets, repair_bio, spans_from_tags
 except ImportError:  # inside a logged MLflow model, code_paths puts nlu_data.py beside this file
     from nlu_data import (  # type: ignore[no-redef]
         NluExample,
@@ -556,11 +556,11 @@ def _fallback_metrics(
 def compute_metrics(
     gold: Sequence[NluExample], intents: Sequence[str], tags: Sequence[Sequence[str]]
 ) -> dict[str, Any]:
-    """``utils.nlu_metrics`` (seqeval) when importable, else the built-in fallback."""
+    """``utils.models.nlu_metrics`` (seqeval) when importable, else the built-in fallback."""
     try:
         import seqeval  # noqa: F401
 
-        from utils.nlu_metrics import nlu_metrics
+        from utils.models.nlu_metrics import nlu_metrics
     except ImportError:
         return _fallback_metrics(gold, intents, tags)
     return nlu_metrics(gold, list(intents), [list(t) for t in tags])
@@ -833,7 +833,7 @@ def _config_parser(parser: argparse.ArgumentParser) -> None:
 def _load_splits(train_path: str, dev_path: str | None) -> tuple[list[NluExample], list[NluExample]]:
     """JSONL files or BIO folders; a BIO folder given as --train supplies its own dev split."""
     try:
-        from utils.nlu_data import read_nlu_path
+        from utils.data.nlu_data import read_nlu_path
     except ImportError:
         from nlu_data import read_nlu_path  # type: ignore[no-redef]
     train = read_nlu_path(train_path)

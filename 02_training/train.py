@@ -22,13 +22,13 @@ from mlflow.models import infer_signature
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.hashing import sha256_file
-from utils.model_store import ModelStore, version_id
-from utils.paths import StatePaths
-from utils.scoring_lib import classification_report
-from utils.step_config import TaskConfig
-from utils.step_runner import run_step
-from utils.tracking import flatten
+from utils.data.hashing import sha256_file
+from utils.models.model_store import ModelStore, version_id
+from utils.pipeline.paths import StatePaths
+from utils.models.scoring_lib import classification_report
+from utils.pipeline.step_config import TaskConfig
+from utils.pipeline.step_runner import run_step
+from utils.pipeline.tracking import flatten
 
 log = logging.getLogger("model_training")
 
@@ -114,7 +114,7 @@ def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[s
     from nlu_model import NluTrainConfig, train_nlu
     from omegaconf import OmegaConf
 
-    from utils.nlu_data import read_jsonl
+    from utils.data.nlu_data import read_jsonl
 
     training = dict(config.training)
     dev_fraction = float(training.pop("dev_fraction", 0.1))

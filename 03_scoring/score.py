@@ -16,12 +16,12 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.model_store import ModelStore, parse_version_id
-from utils.paths import StatePaths, resolve_path
-from utils.scoring_lib import score_nlu, score_tabular
-from utils.step_config import TaskConfig
-from utils.step_runner import run_step
-from utils.tracking import log_json_artifact
+from utils.models.model_store import ModelStore, parse_version_id
+from utils.pipeline.paths import StatePaths, resolve_path
+from utils.models.scoring_lib import score_nlu, score_tabular
+from utils.pipeline.step_config import TaskConfig
+from utils.pipeline.step_runner import run_step
+from utils.pipeline.tracking import log_json_artifact
 
 log = logging.getLogger("model_scoring")
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.model_store import ModelStore, ModelStoreError, parse_version_id
-from utils.paths import StatePaths
-from utils.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
-from utils.step_config import TaskConfig, configure_logging
-from utils.step_runner import run_step
+from utils.models.model_store import ModelStore, ModelStoreError, parse_version_id
+from utils.pipeline.paths import StatePaths
+from utils.models.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
+from utils.pipeline.step_config import TaskConfig, configure_logging
+from utils.pipeline.step_runner import run_step
 
 log = logging.getLogger("model_deployment")
 

@@ -35,8 +35,8 @@ from api.settings import (  # noqa: E402
     resolved_config,
 )
 
-from utils.paths import StatePaths  # noqa: E402
-from utils.tick_lock import pid_alive  # noqa: E402
+from utils.pipeline.paths import StatePaths  # noqa: E402
+from utils.tick.tick_lock import pid_alive  # noqa: E402
 
 log = logging.getLogger("serve")
 
@@ -81,7 +81,7 @@ def fresh_run_dir(parent: Path) -> Path:
 
 def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[str, str]]:
     """Compose the config, lay out logs/api/ (when ``write``), return (gunicorn command, environment)."""
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
 
     cfg = load_config(overrides)
     settings = api_settings(cfg)

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.paths import StatePaths, resolve_path  # noqa: E402
+from utils.pipeline.paths import StatePaths, resolve_path  # noqa: E402
 
 log = logging.getLogger("apicalls")
 
@@ -48,7 +48,7 @@ def prediction_payload(task: Any, test_path: Path, n: int) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{test_path}: missing column(s) {missing}")
         return {"records": json.loads(frame[columns].to_json(orient="records"))}
-    from utils.nlu_data import read_nlu_path
+    from utils.data.nlu_data import read_nlu_path
 
     return {"texts": [ex.text for ex in read_nlu_path(test_path)[:n]]}
 
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
 
     try:
         cfg = load_config(args.overrides)

@@ -24,12 +24,12 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils import report_lib as rl
-from utils.diagnostics_lib import QUANTILES, read_diagnostics
-from utils.model_store import ModelStore
-from utils.paths import StatePaths
-from utils.step_config import TaskConfig
-from utils.step_runner import run_step
+from utils.monitoring import report_lib as rl
+from utils.monitoring.diagnostics_lib import QUANTILES, read_diagnostics
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
+from utils.pipeline.step_config import TaskConfig
+from utils.pipeline.step_runner import run_step
 
 log = logging.getLogger("reporting")
 

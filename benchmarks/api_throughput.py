@@ -38,7 +38,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.model_store import ModelStore  # noqa: E402
+from utils.models.model_store import ModelStore  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -319,7 +319,7 @@ def main() -> int:
         for *_, proc in servers:
             stop(proc)
     try:
-        from utils.prediction_log import count_predictions
+        from utils.monitoring.prediction_log import count_predictions
 
         logged = count_predictions(state / "predictions.db")
     finally:

@@ -21,10 +21,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.config import load_config  # noqa: E402
-from utils.paths import StatePaths, resolve_path  # noqa: E402
-from utils.step_config import write_step_config  # noqa: E402
-from utils.tracking import default_tracking_uri, ensure_experiment  # noqa: E402
+from utils.pipeline.config import load_config  # noqa: E402
+from utils.pipeline.paths import StatePaths, resolve_path  # noqa: E402
+from utils.pipeline.step_config import write_step_config  # noqa: E402
+from utils.pipeline.tracking import default_tracking_uri, ensure_experiment  # noqa: E402
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.ingest_record import IngestRecord, RecordRow, now, scan_source_dir  # noqa: E402
+from utils.data.ingest_record import IngestRecord, RecordRow, now, scan_source_dir  # noqa: E402
 
 PYTHON = sys.executable
 HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "exited"]

@@ -26,11 +26,11 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils import diagnostics_lib as dl
-from utils.model_store import ModelStore, parse_version_id
-from utils.paths import REPO_ROOT, StatePaths, resolve_path
-from utils.step_config import TaskConfig
-from utils.step_runner import run_step
+from utils.monitoring import diagnostics_lib as dl
+from utils.models.model_store import ModelStore, parse_version_id
+from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
+from utils.pipeline.step_config import TaskConfig
+from utils.pipeline.step_runner import run_step
 
 log = logging.getLogger("diagnostics")
 

@@ -74,8 +74,8 @@ def tracking_at(state_dir: Path, empty_db: Path) -> Iterator[str]:
     """MLflow pointed at a copy of the migrated empty DB in ``state_dir``; yields the experiment id."""
     import mlflow
 
-    from utils.paths import StatePaths
-    from utils.tracking import default_tracking_uri, ensure_experiment
+    from utils.pipeline.paths import StatePaths
+    from utils.pipeline.tracking import default_tracking_uri, ensure_experiment
 
     paths = StatePaths.of(state_dir)
     shutil.copy(empty_db, paths.mlflow_db)

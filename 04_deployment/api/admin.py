@@ -15,7 +15,7 @@ from api.auth import require_api_key
 from api.errors import ApiError
 from api.jobs import JobConflict, log_tail, retrain_command, start_job
 from api.routes import services
-from utils.model_store import ModelStoreError
+from utils.models.model_store import ModelStoreError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("api.admin")
@@ -36,7 +36,7 @@ def reload() -> Any:
 
 def _move_alias(version: str) -> dict[str, Any]:
     """Move `<model>@champion` to ``version``; the store stays the source of truth if it fails."""
-    from utils.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
+    from utils.models.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
 
     svc = services()
     uri = tracking_uri_for(svc.config.paths.state_dir, svc.config.tracking_uri)

@@ -30,9 +30,9 @@ from api.metrics import ApiMetrics
 from api.model_service import ModelHolder
 from api.settings import AppConfig, load_app_config
 from api.validation import Limits, RequestError
-from utils.model_store import ModelStore
-from utils.paths import REPO_ROOT
-from utils.prediction_log import PredictionLog
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import REPO_ROOT
+from utils.monitoring.prediction_log import PredictionLog
 
 log = logging.getLogger("api")
 access_log = logging.getLogger("api.access")

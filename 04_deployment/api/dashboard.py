@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from utils.model_store import ModelStore, ModelStoreError, parse_version_id
-from utils.prediction_log import prediction_volume
+from utils.models.model_store import ModelStore, ModelStoreError, parse_version_id
+from utils.monitoring.prediction_log import prediction_volume
 
 PRIMARY_COLOR = "#1f77b4"      # the primary metric's line (the browser test looks for it)
 _plot_cache: dict[Any, str] = {}

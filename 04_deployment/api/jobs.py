@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 from filelock import FileLock
 
-from utils.paths import REPO_ROOT
-from utils.tick_lock import pid_alive
+from utils.pipeline.paths import REPO_ROOT
+from utils.tick.tick_lock import pid_alive
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE_STATES = ("queued", "running")

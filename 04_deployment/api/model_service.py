@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from api.validation import TabularSpec
-from utils.model_store import ModelStore
+from utils.models.model_store import ModelStore
 
 log = logging.getLogger("api.model")
 
@@ -81,7 +81,7 @@ class ServedModel:
     # ---- NLU -------------------------------------------------------------------------------
     def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
         """intent, confidence, tags and slot spans per text (the NLU pyfunc contract)."""
-        from utils.scoring_lib import pyfunc_rows
+        from utils.models.scoring_lib import pyfunc_rows
 
         rows = pyfunc_rows(self._pyfunc, texts)
         return [{"intent": str(r.get("intent")), "confidence": _plain(r.get("confidence")),

@@ -15,7 +15,7 @@ from api.auth import HEADER, check_api_key, require_api_key
 from api.errors import ApiError
 from api.model_service import ServedModel
 from api.validation import RequestError, parse_body, tabular_batch, text_batch
-from utils.prediction_log import LoggedBatch
+from utils.monitoring.prediction_log import LoggedBatch
 
 bp = Blueprint("api", __name__)
 
@@ -178,7 +178,7 @@ def scoring() -> Any:
     with svc.scoring_lock:      # one scoring at a time per worker; a repeat is answered from cache
         cached = svc.scoring_cache.get(key)
         if cached is None:
-            from utils.scoring_lib import score_nlu, score_tabular
+            from utils.models.scoring_lib import score_nlu, score_tabular
 
             started = time.perf_counter()
             try:
@@ -206,7 +206,7 @@ def _no_diagnostics() -> ApiError:
 
 
 def _diagnostics_report() -> dict[str, Any]:
-    from utils.diagnostics_lib import read_diagnostics
+    from utils.monitoring.diagnostics_lib import read_diagnostics
 
     try:
         report = read_diagnostics(services().config.paths)
@@ -218,7 +218,7 @@ def _diagnostics_report() -> dict[str, Any]:
 
 
 def _fresh_summary() -> dict[str, Any]:
-    from utils.diagnostics_lib import summary_stats
+    from utils.monitoring.diagnostics_lib import summary_stats
 
     svc = services()
     try:
@@ -258,7 +258,7 @@ def diagnostics() -> Any:
 def _recompute_diagnostics() -> dict[str, Any]:
     """What the API can measure in-process: data, missing values, latency of the served model,
     installed vs pinned packages (no index lookups), system. Pipeline timing stays the step's."""
-    from utils import diagnostics_lib as dl
+    from utils.monitoring import diagnostics_lib as dl
 
     svc = services()
     model = svc.models.current()
@@ -276,7 +276,7 @@ def _recompute_diagnostics() -> dict[str, Any]:
 
 def _served_latency(model: ServedModel | None, calls: int = 50) -> dict[str, Any]:
     """Latency of single predictions of the served model (same code path as /prediction)."""
-    from utils.diagnostics_lib import latency_stats
+    from utils.monitoring.diagnostics_lib import latency_stats
 
     if model is None:
         return {"error": "no model loaded"}

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from utils.paths import StatePaths, resolve_path
+from utils.pipeline.paths import StatePaths, resolve_path
 
 CONFIG_ENV = "MLOPS_API_CONFIG"        # resolved config JSON written by serve.py
 OVERRIDES_ENV = "MLOPS_API_OVERRIDES"  # JSON list of the Hydra overrides serve.py was given
@@ -142,7 +142,7 @@ def load_app_config(config: DictConfig | Mapping[str, Any] | None = None,
             raise ApiConfigError(f"{CONFIG_ENV}={path}: cannot read the resolved config ({exc}); "
                                  "start the API with 04_deployment/serve.py") from exc
     if config is None:
-        from utils.config import load_config
+        from utils.pipeline.config import load_config
 
         cfg = load_config(list(overrides))
     elif isinstance(config, DictConfig):
@@ -155,7 +155,7 @@ def load_app_config(config: DictConfig | Mapping[str, Any] | None = None,
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain JSON-able data (interpolations resolved), for workers and jobs."""
-    from utils.config import register_resolvers
+    from utils.pipeline.config import register_resolvers
 
     register_resolvers()
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

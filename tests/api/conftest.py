@@ -25,7 +25,7 @@ API_DIR = REPO_ROOT / "04_deployment"
 if str(API_DIR) not in sys.path:
     sys.path.insert(0, str(API_DIR))
 
-from utils.model_store import ModelStore  # noqa: E402
+from utils.models.model_store import ModelStore  # noqa: E402
 
 API_KEY = "test-key-0123456789abcdef0123456789"
 FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]

@@ -8,7 +8,7 @@ import pytest
 from filelock import FileLock
 
 from tests.api.conftest import auth
-from utils.model_store import ModelStore
+from utils.models.model_store import ModelStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.api.conftest import auth
 from tests.conftest import run_main
-from utils.model_store import ModelStore
+from utils.models.model_store import ModelStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:X does not have valid feature names")]
 

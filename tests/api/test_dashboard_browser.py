@@ -34,7 +34,7 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
     from werkzeug.serving import make_server
 
     from api.dashboard import PRIMARY_COLOR
-    from utils.model_store import ModelStore
+    from utils.models.model_store import ModelStore
 
     store = ModelStore(state / "models")
     store.deploy("attrition_model-v2")          # two scored versions, one deployment more

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from tests.api.conftest import API_KEY, RECORD, TEST_CSV, LiveServer, read_json_lines
-from utils.model_store import ModelStore
-from utils.prediction_log import count_predictions
+from utils.models.model_store import ModelStore
+from utils.monitoring.prediction_log import count_predictions
 
 
 @pytest.fixture(scope="module")

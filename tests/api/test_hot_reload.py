@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.api.conftest import FEATURES, RECORD, add_version, auth
-from utils.model_store import ModelStore
+from utils.models.model_store import ModelStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 

@@ -1,11 +1,11 @@
-"""utils/prediction_log.py: append, read back per prediction, retention, concurrency, drops."""
+"""utils/monitoring/prediction_log.py: append, read back per prediction, retention, concurrency, drops."""
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
 
-from utils.prediction_log import (LoggedBatch, PredictionLog, connect, count_predictions, prediction_volume,
+from utils.monitoring.prediction_log import (LoggedBatch, PredictionLog, connect, count_predictions, prediction_volume,
                                   prune, read_predictions)
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tests.api.conftest import API_KEY, RECORD, TEST_CSV, auth
-from utils.model_store import ModelStore
-from utils.prediction_log import read_predictions
+from utils.models.model_store import ModelStore
+from utils.monitoring.prediction_log import read_predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 

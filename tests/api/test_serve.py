@@ -73,7 +73,7 @@ def test_prepare_writes_the_resolved_config_for_workers(tmp_path, monkeypatch):
 
 def test_config_yaml_has_the_api_section():
     from api.settings import ApiSettings, api_settings
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
 
     settings = api_settings(load_config([f"paths.state_dir={REPO_ROOT}"]))
     assert settings.host == "127.0.0.1" and settings.port == 8000

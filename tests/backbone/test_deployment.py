@@ -9,9 +9,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT, load_step_module
 from tests.backbone.test_model_store import fake_model
-from utils.model_store import ModelStore
-from utils.paths import StatePaths
-from utils.step_config import TaskConfig
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
+from utils.pipeline.step_config import TaskConfig
 
 deployment = load_step_module("04_deployment/deployment.py")
 

@@ -1,9 +1,9 @@
 """Pins live in pyproject.toml; the per-step conda.yml files must be generated from them."""
-from utils.envfiles import expected_files, main
+from utils.pipeline.envfiles import expected_files, main
 
 
 def test_step_env_files_are_up_to_date():
-    assert main(["--check"]) == 0, "run `python -m utils.envfiles --write`"
+    assert main(["--check"]) == 0, "run `python -m utils.pipeline.envfiles --write`"
 
 
 def test_every_step_lists_only_pinned_packages():

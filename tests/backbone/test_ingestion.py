@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO_ROOT, load_step_module
-from utils.paths import StatePaths
-from utils.step_config import TaskConfig
+from utils.pipeline.paths import StatePaths
+from utils.pipeline.step_config import TaskConfig
 
 ingest = load_step_module("01_data/ingest.py")
 SOURCE = REPO_ROOT / "01_data" / "sourcedata" / "tabular"
@@ -20,7 +20,7 @@ HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,e
 
 
 def tabular_task() -> TaskConfig:
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
     from omegaconf import OmegaConf
 
     cfg = load_config(["task=tabular"])

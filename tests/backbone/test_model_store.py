@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from utils.model_store import ModelStore, ModelStoreError, parse_version_id, version_id
+from utils.models.model_store import ModelStore, ModelStoreError, parse_version_id, version_id
 
 
 def fake_model(tmp_path: Path, name: str, size: int = 10) -> Path:
@@ -87,7 +87,7 @@ _WORKER = """
 import sys, os
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from utils.model_store import ModelStore
+from utils.models.model_store import ModelStore
 store = ModelStore(Path({models!r}))
 src = Path({src!r})
 i = 2

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO_ROOT, run_main
-from utils.model_store import ModelStore
-from utils.paths import StatePaths
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
 
 CORE_STEPS = ["data_ingestion", "model_training", "model_scoring", "model_deployment"]
 CORE = f"main.steps='{','.join(CORE_STEPS)}'"

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import tracking_at  # noqa: F401 (re-exported for the step tests)
-from utils.model_store import ModelStore
-from utils.paths import StatePaths
-from utils.step_config import TaskConfig
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
+from utils.pipeline.step_config import TaskConfig
 
 TABULAR_TASK = TaskConfig(
     name="tabular", model_name="attrition_model", primary_metric="f1", id_column="corporation",

@@ -1,4 +1,4 @@
-"""utils/diagnostics_lib.py: statistics, missing values, latency, step timing, dependencies, system."""
+"""utils/monitoring/diagnostics_lib.py: statistics, missing values, latency, step timing, dependencies, system."""
 from __future__ import annotations
 
 import http.server
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import local_http_server
 from tests.diagnostics.builders import NLU_INGESTED
-from utils import diagnostics_lib as dl
+from utils.monitoring import diagnostics_lib as dl
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -158,7 +158,7 @@ def test_dependency_report_compares_installed_with_pins(tmp_path):
 def test_project_pins_cover_every_pyproject_dependency():
     import tomllib
 
-    from utils.paths import REPO_ROOT
+    from utils.pipeline.paths import REPO_ROOT
 
     data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     count = len(data["dependencies"]) + sum(len(v) for v in data["optional-dependencies"].values())

@@ -10,8 +10,8 @@ import pytest
 
 from tests.diagnostics.builders import (NLU_TEST, TABULAR_TASK, built_and_reported, diagnostics_config,
                                         load_steps, rule_predict, run_in_pipeline, tracking_at)
-from utils.diagnostics_lib import project_pins
-from utils.model_store import ModelStore
+from utils.monitoring.diagnostics_lib import project_pins
+from utils.models.model_store import ModelStore
 
 SECTIONS = {"generated", "task", "state_dir", "test_path", "model_version", "predictions", "summary_stats",
             "missing_values", "timing", "dependencies", "system"}

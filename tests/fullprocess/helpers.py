@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import PYTHON, REPO_ROOT
-from utils.ingest_record import IngestRecord, RecordRow, now, scan_source_dir
-from utils.paths import StatePaths
-from utils.tick_state import read_ticks
+from utils.data.ingest_record import IngestRecord, RecordRow, now, scan_source_dir
+from utils.pipeline.paths import StatePaths
+from utils.tick.tick_state import read_ticks
 
 FULLPROCESS = REPO_ROOT / "fullprocess.py"
 TABULAR_SOURCE = REPO_ROOT / "01_data" / "sourcedata" / "tabular"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import PYTHON, REPO_ROOT
 from tests.fullprocess.helpers import FULLPROCESS
-from utils.cron import CronError, schedule
+from utils.tick.cron import CronError, schedule
 
 FIELD = r"(\*|\d+)(/\d+)?"
 CRON_LINE = re.compile(rf"^(?P<schedule>{FIELD} {FIELD} {FIELD} {FIELD} {FIELD}) (?P<command>.+)$")

@@ -14,12 +14,12 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.fullprocess.helpers import generate
 from tests.fullprocess.test_drift_stats import utterances
-from utils.config import load_config
-from utils.drift_check import new_tabular_rows, run_drift_check
-from utils.model_store import ModelStore
-from utils.nlu_data import NluExample, write_jsonl
-from utils.paths import StatePaths
-from utils.prediction_log import LoggedBatch, PredictionLog
+from utils.pipeline.config import load_config
+from utils.tick.drift_check import new_tabular_rows, run_drift_check
+from utils.models.model_store import ModelStore
+from utils.data.nlu_data import NluExample, write_jsonl
+from utils.pipeline.paths import StatePaths
+from utils.monitoring.prediction_log import LoggedBatch, PredictionLog
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.drift import (DriftSettings, adjust_pvalues, chi2_test, ks_test, nlu_drift, oov_report,
+from utils.monitoring.drift import (DriftSettings, adjust_pvalues, chi2_test, ks_test, nlu_drift, oov_report,
                          performance_drift, psi_numeric, tabular_drift)
 
 NUMERIC = ["activity", "employees", "yearly"]
@@ -26,7 +26,7 @@ def population(n: int, rng: np.random.Generator, mean_shift: float = 0.0, scale:
 
 
 def test_defaults_match_config_yaml() -> None:
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
 
     cfg = load_config([])
     assert DriftSettings.from_mapping(dict(cfg.drift)) == SETTINGS

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO_ROOT
-from utils.config import load_config
-from utils.light_config import _PLAIN, NeedsHydra, _compose, load_light_config, parse_overrides, to_plain
+from utils.pipeline.config import load_config
+from utils.tick.light_config import _PLAIN, NeedsHydra, _compose, load_light_config, parse_overrides, to_plain
 
 CASES = [
     [],

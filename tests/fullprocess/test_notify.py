@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from tests.fullprocess.conftest import free_port
-from utils.notify import NotifySettings, SmtpSettings, WebhookSettings, notify
+from utils.tick.notify import NotifySettings, SmtpSettings, WebhookSettings, notify
 
 
 def test_email_is_delivered_over_smtp(smtp_server) -> None:
@@ -39,7 +39,7 @@ def test_undeliverable_notifications_are_logged_not_raised(webhook_server, caplo
     settings = NotifySettings(smtp=SmtpSettings(host="127.0.0.1", port=closed, to=("a@example.org",),
                                                 timeout_s=2),
                               webhook=WebhookSettings(url=f"{url}/fail"))
-    with caplog.at_level(logging.ERROR, logger="utils.notify"):
+    with caplog.at_level(logging.ERROR, logger="utils.tick.notify"):
         deliveries = notify(settings, ["failure"], "s", "b", {})
     assert [(d.channel, d.ok) for d in deliveries] == [("smtp", False), ("webhook", False)]
     assert "HTTP 500" in deliveries[1].detail
@@ -54,7 +54,7 @@ def test_undeliverable_notifications_are_logged_not_raised(webhook_server, caplo
 def test_events_are_filtered_and_config_is_read_from_yaml() -> None:
     from omegaconf import OmegaConf
 
-    from utils.config import load_config
+    from utils.pipeline.config import load_config
 
     cfg = load_config(["notify.events=[failure]", "notify.smtp.host=mail", "notify.smtp.to=x@example.org"])
     settings = NotifySettings.from_mapping(OmegaConf.to_container(cfg.notify, resolve=True))

@@ -14,9 +14,9 @@ from fullprocess import ChainRun, Terminated, decide, run_in_group
 from tests.conftest import PYTHON, REPO_ROOT
 from tests.fullprocess.helpers import (FULLPROCESS, HEAVY_MODULES, TABULAR_SOURCE, mark_ingested, run_tick,
                                        summary_of, ticks)
-from utils.paths import StatePaths
-from utils.tick_lock import read_holder
-from utils.tick_state import TickState, append_tick, read_ticks, rotate
+from utils.pipeline.paths import StatePaths
+from utils.tick.tick_lock import read_holder
+from utils.tick.tick_state import TickState, append_tick, read_ticks, rotate
 
 PROBE = """
 import json, runpy, sys, time
@@ -142,7 +142,7 @@ import sys, time
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
 from filelock import FileLock
-from utils.tick_lock import TickLock
+from utils.tick.tick_lock import TickLock
 if sys.argv[3] == "tick":            # a tick: flock + holder record
     lock = TickLock(Path(sys.argv[1]), 3600)
     assert lock.acquire()

@@ -14,12 +14,12 @@ import pytest
 from tests.conftest import run_main
 from tests.fullprocess.helpers import (TABULAR_SOURCE, generate, run_tick, summary_of, tick_cmd, ticks,
                                        tree_digest, write_csv)
-from utils.ingest_record import IngestRecord
-from utils.model_store import ModelStore
-from utils.paths import StatePaths
-from utils.tick_lock import group_alive, read_holder
-from utils.tick_state import TickState
-from utils.tracking import default_tracking_uri
+from utils.data.ingest_record import IngestRecord
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
+from utils.tick.tick_lock import group_alive, read_holder
+from utils.tick.tick_state import TickState
+from utils.pipeline.tracking import default_tracking_uri
 
 FAST_CHAIN = ("fullprocess.chain_to=model_deployment",)   # diagnostics and reporting are tested elsewhere
 

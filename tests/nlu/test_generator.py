@@ -9,7 +9,7 @@ from pathlib import Path
 import generate_nlu_data as gen
 import pytest
 
-from utils.nlu_data import read_bio_folder, read_jsonl, validate_example
+from utils.data.nlu_data import read_bio_folder, read_jsonl, validate_example
 
 SOURCE = Path(gen.__file__).resolve().parent / "sourcedata" / "nlu"
 TEST_FILE = Path(gen.__file__).resolve().parent / "testdata" / "nlu" / "test.jsonl"

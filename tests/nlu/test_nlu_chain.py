@@ -8,9 +8,9 @@ import mlflow
 import pytest
 
 from tests.conftest import run_main
-from utils.model_store import ModelStore
-from utils.nlu_data import write_jsonl
-from utils.paths import StatePaths
+from utils.models.model_store import ModelStore
+from utils.data.nlu_data import write_jsonl
+from utils.pipeline.paths import StatePaths
 
 
 @pytest.fixture(scope="module")

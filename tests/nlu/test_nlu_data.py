@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.nlu_data import (
+from utils.data.nlu_data import (
     NluDataError,
     NluExample,
     char_offsets,

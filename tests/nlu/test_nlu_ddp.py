@@ -9,7 +9,7 @@ from pathlib import Path
 import nlu_model
 import pytest
 
-from utils.nlu_data import write_jsonl
+from utils.data.nlu_data import write_jsonl
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from utils.nlu_data import NluExample
-from utils.nlu_metrics import nlu_metrics
+from utils.data.nlu_data import NluExample
+from utils.models.nlu_metrics import nlu_metrics
 
 GOLD = [
     NluExample("rainfall in northern Kenya", "search_dataset", ("B-theme", "O", "B-location", "I-location")),
@@ -65,7 +65,7 @@ def test_no_spans_anywhere() -> None:
 
 
 def test_importing_data_and_metrics_modules_stays_cheap(repo_root) -> None:
-    code = ("import sys; import utils.nlu_data, utils.nlu_metrics; "
+    code = ("import sys; import utils.data.nlu_data, utils.models.nlu_metrics; "
             "heavy = {'torch', 'seqeval', 'mlflow', 'transformers', 'pandas'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=repo_root, check=True)

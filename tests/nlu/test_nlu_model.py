@@ -12,7 +12,7 @@ import nlu_model
 import pytest
 import torch
 
-from utils.nlu_data import NluExample, spans_from_tags, write_jsonl
+from utils.data.nlu_data import NluExample, spans_from_tags, write_jsonl
 
 
 # ----------------------------------------------------------------- encoder resolution
@@ -156,7 +156,7 @@ def test_early_stopping_when_dev_stops_improving(tiny_cfg, small_train: list[Nlu
 
 
 def test_fallback_metrics_agree_with_seqeval(fitted: dict, generated: list[NluExample]) -> None:
-    from utils.nlu_metrics import nlu_metrics
+    from utils.models.nlu_metrics import nlu_metrics
 
     dev = generated[100:300]
     trained = fitted["trained"]  # fitted on 20 examples: plenty of mistakes on these
@@ -242,7 +242,7 @@ def test_dataloader_workers_do_not_change_training(tiny_cfg, small_train: list[N
 
 
 def test_cli_data_loading_takes_dev_from_a_bio_folder(small_train: list[NluExample], tmp_path: Path) -> None:
-    from utils.nlu_data import write_bio_folder
+    from utils.data.nlu_data import write_bio_folder
 
     write_bio_folder({"train": small_train[:12], "dev": small_train[12:16], "test": small_train[16:]},
                      tmp_path / "bio")

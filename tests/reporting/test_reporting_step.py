@@ -1,4 +1,4 @@
-"""The reporting step (06_reporting/reporting.py) and utils/report_lib.py, both tasks."""
+"""The reporting step (06_reporting/reporting.py) and utils/monitoring/report_lib.py, both tasks."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ from PIL import Image
 
 from tests.diagnostics.builders import (NLU_TASK, TABULAR_TASK, built_and_reported, load_steps,
                                         reporting_config, run_in_pipeline, tracking_at, write_drift)
-from utils import report_lib as rl
-from utils.paths import StatePaths
+from utils.monitoring import report_lib as rl
+from utils.pipeline.paths import StatePaths
 
 SECTIONS = ("summary", "metrics", "plots", "diagnostics", "drift")
 

@@ -1,7 +1,7 @@
 """The cron tick's drift check: the rows ingested since the last check, against the reference.
 
 Reference: the ingested dataset as it was at the end of the previous check (normally: before
-this tick's ingestion), kept as a hard link by utils/tick_state.py. Why that and not the
+this tick's ingestion), kept as a hard link by utils/tick/tick_state.py. Why that and not the
 training rows of the production model: it is exactly what the tick already compared and
 accepted, it exists without asking MLflow, and it has the same schema and cleaning as the
 new rows. Data accepted as "no drift" joins the reference, so a slow creep is compared
@@ -15,7 +15,7 @@ Signals:
 * performance — the production model scores the new labelled rows (tabular: sklearn
   flavor; NLU: pyfunc texts -> intent/tags) and its primary metric is compared with the
   score recorded at deployment (`latestscore.txt`), with `drift.performance.*`;
-* distribution — utils/drift.py on the new rows, and on the inputs the API logged since the
+* distribution — utils/monitoring/drift.py on the new rows, and on the inputs the API logged since the
   last check when `drift.prediction_log` is on (unlabelled: features only / texts only).
 
 Writes `${state_dir}/reports/drift.json` and an MLflow run (tag pipeline.kind=drift_check).
@@ -33,9 +33,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.drift import DriftSettings, nlu_drift, performance_drift, tabular_drift
-from utils.model_store import ModelStore, parse_version_id
-from utils.paths import REPO_ROOT, StatePaths
+from utils.monitoring.drift import DriftSettings, nlu_drift, performance_drift, tabular_drift
+from utils.models.model_store import ModelStore, parse_version_id
+from utils.pipeline.paths import REPO_ROOT, StatePaths
 
 log = logging.getLogger("fullprocess.drift")
 MAX_LOGGED_REQUESTS = 20_000   # newest API requests compared; a sample is enough for the tests
@@ -87,7 +87,7 @@ def new_nlu_examples(reference: list[Any], current: list[Any]) -> list[Any]:
 def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, float]:
     import mlflow.sklearn
 
-    from utils.scoring_lib import classification_report
+    from utils.models.scoring_lib import classification_report
 
     model = mlflow.sklearn.load_model(str(model_dir))
     features = rows[list(task.features)].astype(float)
@@ -97,8 +97,8 @@ def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, fl
 
 
 def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[str, float]:
-    from utils.nlu_metrics import nlu_metrics
-    from utils.scoring_lib import NLU_SCALAR_METRICS, nlu_predict_function
+    from utils.models.nlu_metrics import nlu_metrics
+    from utils.models.scoring_lib import NLU_SCALAR_METRICS, nlu_predict_function
 
     predict = nlu_predict_function(model_dir)
     rows: list[dict[str, Any]] = []
@@ -144,7 +144,7 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str,
 # ---- prediction log -------------------------------------------------------------------------
 def logged_inputs(paths: StatePaths, since: float | None, task: DictConfig) -> Any:
     """Inputs the API logged since ``since`` (tabular: a DataFrame of features; NLU: texts)."""
-    from utils.prediction_log import read_predictions
+    from utils.monitoring.prediction_log import read_predictions
 
     rows = [r for r in read_predictions(paths.predictions_db, since=since, limit=MAX_LOGGED_REQUESTS)
             if r.get("task") == task.name]
@@ -173,7 +173,7 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
         new = new_tabular_rows(reference, current)
         distribution = tabular_drift(reference, new, list(task.features), [task.label_column], settings)
     else:
-        from utils.nlu_data import read_jsonl
+        from utils.data.nlu_data import read_jsonl
 
         current = read_jsonl(dataset_path)
         reference = read_jsonl(reference_path) if reference_path else []
@@ -220,7 +220,7 @@ def write_report(paths: StatePaths, report: dict[str, Any]) -> Path:
 
 def tracking_uri(cfg: DictConfig, paths: StatePaths) -> str:
     """The same tracking URI main.py uses for this config."""
-    from utils.tracking import absolute_tracking_uri, default_tracking_uri
+    from utils.pipeline.tracking import absolute_tracking_uri, default_tracking_uri
 
     return (absolute_tracking_uri(cfg.main.tracking_uri, REPO_ROOT) if cfg.main.tracking_uri
             else default_tracking_uri(paths))
@@ -230,7 +230,7 @@ def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> 
     """One run per check: signals and statistics as metrics, drift.json as an artifact."""
     import mlflow
 
-    from utils.tracking import ensure_experiment, log_json_artifact
+    from utils.pipeline.tracking import ensure_experiment, log_json_artifact
 
     mlflow.set_tracking_uri(tracking_uri(cfg, paths))
     experiment_id = ensure_experiment(cfg.main.experiment_name, paths)

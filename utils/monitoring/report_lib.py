@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from utils.model_store import ModelStore, parse_version_id
+from utils.models.model_store import ModelStore, parse_version_id
 
 DPI = 100
 CONFUSION_SIZE_PX: tuple[int, int] = (800, 700)
@@ -78,8 +78,8 @@ def confusion_matrix_png(labels: Sequence[Any], matrix: Sequence[Sequence[int]],
 # ----------------------------------------------------------------------------- NLU slot F1
 def per_slot_scores(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """seqeval per-slot-type precision/recall/F1/support of diagnostics prediction rows."""
-    from utils.nlu_data import NluExample
-    from utils.nlu_metrics import nlu_metrics
+    from utils.data.nlu_data import NluExample
+    from utils.models.nlu_metrics import nlu_metrics
 
     gold = [NluExample(text=r["text"], intent=r["intent"], tags=tuple(r["tags"])) for r in rows]
     metrics = nlu_metrics(gold, [r["predicted_intent"] for r in rows], [r["predicted_tags"] for r in rows])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from utils.nlu_data import NluExample
+from utils.data.nlu_data import NluExample
 
 
 def _per_intent(gold: Sequence[str], pred: Sequence[str]) -> dict[str, dict[str, float]]:

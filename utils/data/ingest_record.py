@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from utils.hashing import sha256_path
+from utils.data.hashing import sha256_path
 
 @dataclass
 class RecordRow:

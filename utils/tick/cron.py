@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from utils.paths import REPO_ROOT
+from utils.pipeline.paths import REPO_ROOT
 
 MARKER = "# mlops-fullprocess state_dir="
 _EVERY = re.compile(r"^(?P<n>\d+)(?P<unit>[mhd])$")

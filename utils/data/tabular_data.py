@@ -11,7 +11,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from utils.step_config import TaskConfig
+from utils.pipeline.step_config import TaskConfig
 
 _SNIFF_BYTES = 8192
 

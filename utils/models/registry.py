@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.model_store import parse_version_id
-from utils.paths import REPO_ROOT, StatePaths
+from utils.models.model_store import parse_version_id
+from utils.pipeline.paths import REPO_ROOT, StatePaths
 
 CHAMPION_ALIAS = "champion"
 
@@ -17,7 +17,7 @@ CHAMPION_ALIAS = "champion"
 def tracking_uri_for(state_dir: str | Path, configured: str | None = None) -> str:
     """`main.tracking_uri` made absolute (relative to the repo root, as main.py does), or the
     default SQLite DB under the state dir."""
-    from utils.tracking import absolute_tracking_uri, default_tracking_uri
+    from utils.pipeline.tracking import absolute_tracking_uri, default_tracking_uri
 
     if configured:
         return absolute_tracking_uri(configured, REPO_ROOT)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.paths import StatePaths
+from utils.pipeline.paths import StatePaths
 
 HISTORY_NAME = "ticks.jsonl"
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from utils.paths import REPO_ROOT, StatePaths
+from utils.pipeline.paths import REPO_ROOT, StatePaths
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def nlu_missing(records: Sequence[Any]) -> dict[str, float]:
 
 def slot_types(tags: Sequence[str]) -> list[str]:
     """Slot type of every span in a BIO sequence (lenient, like seqeval's default mode)."""
-    from utils.nlu_data import spans_from_tags
+    from utils.data.nlu_data import spans_from_tags
 
     return [typ for typ, _, _ in spans_from_tags([""] * len(tags), list(tags))]
 
@@ -201,7 +201,7 @@ def tabular_predictions(model_dir: Path, test_path: Path, task: Any) -> dict[str
     """Production model predictions (label, probability of the positive class) on the test CSV."""
     import mlflow
 
-    from utils.tabular_data import read_tabular_csv
+    from utils.data.tabular_data import read_tabular_csv
 
     test = read_tabular_csv(test_path, task)
     features = test[list(task.features)].astype(float)
@@ -226,8 +226,8 @@ def tabular_predictions(model_dir: Path, test_path: Path, task: Any) -> dict[str
 
 def nlu_predictions(model_dir: Path, test_path: Path, batch_size: int = 256) -> dict[str, Any]:
     """Production model predictions (intent, confidence, tags, slots) on the NLU test data."""
-    from utils.nlu_data import read_nlu_path
-    from utils.scoring_lib import pyfunc_rows
+    from utils.data.nlu_data import read_nlu_path
+    from utils.models.scoring_lib import pyfunc_rows
 
     examples = read_nlu_path(test_path)
     model = load_pyfunc(model_dir)
@@ -272,12 +272,12 @@ def single_prediction_call(model: Any, task: Any, test_path: Path) -> Callable[[
     import pandas as pd
 
     if task.name == "tabular":
-        from utils.tabular_data import read_tabular_csv
+        from utils.data.tabular_data import read_tabular_csv
 
         features = read_tabular_csv(test_path, task)[list(task.features)].astype(float)
         singles = [features.iloc[[i]] for i in range(len(features))]
     else:
-        from utils.nlu_data import read_nlu_path
+        from utils.data.nlu_data import read_nlu_path
 
         singles = [pd.DataFrame({"text": [ex.text]}) for ex in read_nlu_path(test_path)]
     if not singles:

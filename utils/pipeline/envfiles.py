@@ -6,8 +6,8 @@ virtualenv and uv) are derived from it, listing only what
 that step uses ([tool.mlops.step_requirements]). `--check` (run by the tests) fails when a
 committed file is out of date.
 
-    python -m utils.envfiles --write     # regenerate
-    python -m utils.envfiles --check     # exit 1 when stale
+    python -m utils.pipeline.envfiles --write     # regenerate
+    python -m utils.pipeline.envfiles --check     # exit 1 when stale
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from utils.paths import REPO_ROOT
+from utils.pipeline.paths import REPO_ROOT
 
 PYTHON_VERSION = "3.11.7"   # the interpreter these machines have; pyenv/uv then need no download
 _NAME_RE = re.compile(r"^([A-Za-z0-9_.\-]+)")
@@ -43,7 +43,7 @@ def render(step: str, names: list[str], by_name: dict[str, str]) -> dict[str, st
     if missing:
         raise SystemExit(f"[tool.mlops.step_requirements] {step}: no pin for {missing} in pyproject.toml")
     reqs = [by_name[n.lower()] for n in names]
-    header = "# Generated from pyproject.toml by `python -m utils.envfiles --write`; do not edit.\n"
+    header = "# Generated from pyproject.toml by `python -m utils.pipeline.envfiles --write`; do not edit.\n"
     env_name = "mlops-pipeline" if step == "." else f"mlops-{step.replace('_', '-').lower()}"
     conda = header + (f"name: {env_name}\nchannels:\n  - conda-forge\n"
                       f"dependencies:\n  - python={PYTHON_VERSION}\n  - pip\n  - pip:\n")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path.is_file() or path.read_text() != text:
             stale.append(str(path.relative_to(REPO_ROOT)))
     if stale:
-        print("out of date (run `python -m utils.envfiles --write`): " + ", ".join(stale), file=sys.stderr)
+        print("out of date (run `python -m utils.pipeline.envfiles --write`): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

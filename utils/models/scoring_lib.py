@@ -47,7 +47,7 @@ def score_tabular(model: Any, test_path: Path, task: Any) -> dict[str, Any]:
     ``task``: TaskConfig or the `task` DictConfig (features, label column, label values).
     Raises ValueError (TabularDataError) naming what is wrong with the test file.
     """
-    from utils.tabular_data import read_tabular_csv
+    from utils.data.tabular_data import read_tabular_csv
 
     if isinstance(model, (str, Path)):
         import mlflow.sklearn
@@ -68,8 +68,8 @@ def score_nlu(predict: Callable[[list[str]], list[dict[str, Any]]] | Path | str,
     ``predict``: texts -> rows {intent, tags, ...} (the pyfunc contract), or a model folder.
     A BIO folder with a ``test`` split is scored on that split only.
     """
-    from utils.nlu_data import read_nlu_path
-    from utils.nlu_metrics import nlu_metrics
+    from utils.data.nlu_data import read_nlu_path
+    from utils.models.nlu_metrics import nlu_metrics
 
     if isinstance(predict, (str, Path)):
         predict = nlu_predict_function(Path(predict))

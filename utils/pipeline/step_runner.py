@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Callable, TypeVar
 
-from utils.step_config import (
+from utils.pipeline.step_config import (
     StepConfigError,
     configure_logging,
     load_step_config,

@@ -8,7 +8,7 @@ command-line overrides applied in struct mode with Hydra's rules (`key=v` must e
 `+key=v` must not, `++key=v` either, `~key` deletes). Plain overrides (`a.b=word`,
 `a.b=/some/path`, `a.b=12`) are read here; anything else is parsed by Hydra's own override
 grammar (imported only then), and whatever this module does not handle (sweeps, package
-overrides, unknown groups, bad keys) is handed to `utils.config.load_config` so the result
+overrides, unknown groups, bad keys) is handed to `utils.pipeline.config.load_config` so the result
 or the error is Hydra's. tests/fullprocess/test_light_config.py checks both give the same.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from utils.paths import REPO_ROOT
+from utils.pipeline.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any]]:
 
 
 def _compose(overrides: Sequence[str]) -> DictConfig:
-    from utils.config import register_resolvers
+    from utils.pipeline.config import register_resolvers
 
     register_resolvers()
     parsed = parse_overrides(overrides)
@@ -160,7 +160,7 @@ def _apply(cfg: DictConfig, kind: str, key: str, value: Any) -> None:
 
 
 def load_light_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """config.yaml + groups + overrides as `utils.config.load_config` gives them, cheaply.
+    """config.yaml + groups + overrides as `utils.pipeline.config.load_config` gives them, cheaply.
 
     Falls back to Hydra for overrides outside the common forms, so the answer (or the error
     message) is always Hydra's.
@@ -169,7 +169,7 @@ def load_light_config(overrides: Sequence[str] = ()) -> DictConfig:
         return _compose(overrides)
     except (NeedsHydra, OmegaConfBaseException) as exc:
         log.debug("composing with Hydra (%s)", exc)
-        from utils.config import load_config
+        from utils.pipeline.config import load_config
 
         return load_config(overrides)
 

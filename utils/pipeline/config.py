@@ -8,7 +8,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.paths import REPO_ROOT
+from utils.pipeline.paths import REPO_ROOT
 
 
 def register_resolvers() -> None:

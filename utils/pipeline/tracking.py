@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from utils.paths import StatePaths
+from utils.pipeline.paths import StatePaths
 
 log = logging.getLogger(__name__)
 

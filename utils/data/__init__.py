@@ -1,0 +1,1 @@
+"""Reading, validating and recording raw data: content hashes, the ingest record, tabular and NLU formats."""

@@ -1,0 +1,1 @@
+"""Models after training: the model store, the registry alias, scoring and metrics."""

@@ -1,0 +1,1 @@
+"""Watching a deployed model: drift statistics, diagnostics, the prediction log, report plots."""
