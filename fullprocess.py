@@ -1,4 +1,4 @@
-"""One cron tick: keep the model fresh without a person.
+"""One cron tick: keep every model of the state dir fresh without a person.
 
     python fullprocess.py [overrides]              one tick (cron runs this every few minutes)
     python fullprocess.py --dry-run [overrides]    say what a tick would do, change nothing
@@ -6,8 +6,12 @@
     python fullprocess.py --install-cron [--every 10m] [overrides] install it (idempotent)
     python fullprocess.py --uninstall-cron [overrides]
 
-Overrides are main.py's (Hydra syntax), e.g. `task=nlu data.source_dir=/data/incoming
-paths.state_dir=/srv/mlops`. A tick:
+Overrides are main.py's (Hydra syntax), e.g. `paths.state_dir=/srv/mlops`. The tick handles
+every model of the state dir (each model's chain records its own config in
+`models/<model>/model.json`); overrides that define a model (`task=...`, `data.*`,
+`training.*`...) name one more model, the cron line's own (on a fresh state dir, the only
+one). `--model NAME` limits the tick to one model. Paused models are skipped (logged). For
+each model, one failure never stops the others, and a tick:
 
 1. takes `${state_dir}/fullprocess.lock`; another live tick holds it -> exit 0. A lock left
    by a dead tick, or older than `fullprocess.lock_max_age_s`, is broken (and logged);
@@ -21,11 +25,14 @@ paths.state_dir=/srv/mlops`. A tick:
    the deployment gate decides whether the new model goes live;
 6. notifies (utils/tick/notify.py) on failure, drift and a new deployment; delivery errors are
    logged, never fatal;
-7. logs to `${state_dir}/logs/fullprocess.log` (rotating) and appends one JSON summary line
-   to `${state_dir}/logs/ticks.jsonl` (also printed on stdout).
+7. runs the model's schedule: `schedule.retrain_every` elapsed -> retrain even without drift;
+   `schedule.monitor_every` elapsed -> score production on its test data and append to its
+   monitoring history (`models/<model>/monitoring.jsonl`); a missed tick catches up once;
+8. logs to `${state_dir}/logs/fullprocess.log` (rotating) and appends one JSON summary line
+   per model to `${state_dir}/logs/ticks.jsonl` (also printed on stdout).
 
-Exit 0: nothing to do, or done. Non-zero: a failure (1), a bad command line or config (2),
-terminated by a signal (143).
+Exit 0: nothing to do, or done for every model. Non-zero: a model failed (1), a bad command
+line or config (2), terminated by a signal (143).
 """
 from __future__ import annotations
 
@@ -43,8 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from utils.data.ingest_record import IngestRecord, SourceEntry, scan_source_dir
+from utils.models.catalog import (
+    list_models,
+    migrate_legacy_layout,
+    parse_duration,
+    read_control,
+    read_manifest,
+)
 from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
-from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group
+from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group, read_holder
 from utils.tick.tick_state import (
     TickState,
     append_tick,
@@ -56,7 +70,12 @@ from utils.tick.tick_state import (
 
 log = logging.getLogger("fullprocess")
 
+clock = time.time      # the tick's notion of now (tests move it)
+
 POLICY_SIGNALS = ("performance", "distribution")
+# overrides of the cron line that apply to every model (the rest define the cron line's own model)
+GLOBAL_PREFIXES = ("paths.", "main.tracking_uri", "main.env_manager", "main.experiment_name", "main.reuse_runs",
+                   "fullprocess.", "drift.", "notify.", "api.", "hydra.")
 POLICY_WORDS = ("always", "never")
 
 
@@ -73,10 +92,11 @@ class Tick:
     """What one tick saw and did: the JSON summary line."""
 
     tick: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + os.urandom(3).hex())
+    model: str | None = None
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     pid: int = field(default_factory=os.getpid)
-    status: str = "noop"            # noop | locked | ok | failed | terminated
-    decision: str = "noop"          # noop | locked | ingest | check | retrain | no-retrain
+    status: str = "noop"            # noop | locked | paused | ok | failed | terminated
+    decision: str = "noop"          # noop | locked | paused | ingest | check | retrain | no-retrain | monitor
     reason: str = ""
     new_files: list[str] = field(default_factory=list)
     known_files: int = 0            # changed files whose content was already seen
@@ -87,6 +107,7 @@ class Tick:
     production_after: str | None = None
     trained_version: str | None = None
     deployed: bool = False
+    monitored: dict[str, Any] | None = None
     broke_lock: dict[str, Any] | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -106,6 +127,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="add (or update) that line in the user's crontab")
     mode.add_argument("--uninstall-cron", action="store_true", help="remove it from the user's crontab")
     parser.add_argument("--every", default="10m", help="cron interval: <N>m, <N>h or 1d (default 10m)")
+    parser.add_argument("--model", default=None, help="tick only this model (default: every model)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for main.py")
     return parser.parse_args(argv)
 
@@ -116,6 +138,69 @@ def chain_overrides(overrides: Sequence[str]) -> list[str]:
     if len(kept) != len(overrides):
         log.warning("ignoring main.steps in the tick's overrides: the tick chooses the steps")
     return kept
+
+
+@dataclass
+class ModelTarget:
+    """One model the tick handles: its name, composed config and main.py overrides."""
+
+    name: str
+    cfg: Any
+    overrides: list[str]
+
+
+def is_global(override: str) -> bool:
+    return override.lstrip("+~").startswith(GLOBAL_PREFIXES)
+
+
+def tick_targets(cfg: Any, overrides: Sequence[str], paths: StatePaths, only: str | None = None) -> list[ModelTarget]:
+    """Every model with a manifest (its recorded overrides + the cron line's global ones), and
+    the cron line's own model when its overrides define one or the state dir has none yet."""
+    from utils.tick.light_config import load_light_config
+
+    overrides = list(overrides)
+    global_overrides = [o for o in overrides if is_global(o)]
+    defines_model = len(global_overrides) != len(overrides)
+    targets: dict[str, ModelTarget] = {}
+    for name in list_models(paths):
+        manifest = read_manifest(paths, name)
+        if not manifest:
+            continue
+        own = cfg.task.model_name == name and defines_model
+        recorded = [o for o in manifest.get("overrides") or [] if not is_global(o)
+                    and not o.lstrip("+~").startswith("task.model_name=")]
+        model_overrides = [*recorded, *(overrides if own else global_overrides), f"task.model_name={name}"]
+        try:
+            targets[name] = ModelTarget(name, load_light_config(model_overrides), model_overrides)
+        except Exception as exc:  # noqa: BLE001 - one broken manifest must not stop the others
+            log.error("model %s: its recorded overrides no longer compose (%s); skipped", name, exc)
+    if cfg.task.model_name not in targets and (defines_model or not targets):
+        targets[cfg.task.model_name] = ModelTarget(cfg.task.model_name, cfg, overrides)
+    if only is not None:
+        if only not in targets:
+            raise TickFailed(f"--model {only}: no such model; models: {', '.join(sorted(targets)) or 'none'}")
+        return [targets[only]]
+    return [targets[k] for k in sorted(targets)]
+
+
+def schedule_of(cfg: Any) -> tuple[float | None, float | None]:
+    """(retrain_every, monitor_every) in seconds; None: off."""
+    section = cfg.get("schedule") or {}
+    try:
+        return parse_duration(section.get("retrain_every")), parse_duration(section.get("monitor_every"))
+    except ValueError as exc:
+        raise TickFailed(f"schedule: {exc}") from None
+
+
+def last_training_time(paths: StatePaths) -> float | None:
+    """When the newest version of the model was stored (its folder's mtime): the schedule's
+    baseline before the tick has retrained it itself."""
+    versions = paths.models_dir / "versions"
+    try:
+        times = [c.stat().st_mtime for c in versions.iterdir() if not c.name.startswith(".")]
+    except OSError:
+        return None
+    return max(times, default=None)
 
 
 def policy_of(cfg: Any) -> list[str]:
@@ -270,12 +355,14 @@ def chain_steps(cfg: Any) -> list[str]:
 
 # ---- step 5: the decision ----------------------------------------------------------------------
 def decide(policy: list[str], signals: dict[str, bool | None] | None, has_production: bool,
-           pending: dict[str, Any] | None, rows_new: int | None) -> tuple[bool, str]:
+           pending: dict[str, Any] | None, rows_new: int | None, scheduled: str | None = None) -> tuple[bool, str]:
     """Retrain or not, and why (a pure function: the whole policy in one place)."""
     if "never" in policy:
         return False, "drift.policy=never"
     if pending:
         return True, f"retrying the retrain decided at {pending.get('since')} ({pending.get('reason')})"
+    if scheduled:
+        return True, scheduled
     if not rows_new:
         return False, "no new rows"
     if not has_production:
@@ -291,15 +378,26 @@ def decide(policy: list[str], signals: dict[str, bool | None] | None, has_produc
 
 # ---- the tick ----------------------------------------------------------------------------------
 def production_of(paths: StatePaths, model_name: str) -> str | None:
-    from utils.models.model_store import ModelStore, parse_version_id
+    from utils.models.model_store import ModelStore
 
-    version = ModelStore(paths.models_dir).production_version()
-    return version if version and parse_version_id(version)[0] == model_name else None
+    try:
+        return ModelStore(paths.models_dir).production_version()
+    except OSError:
+        return None
 
 
 def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: TickState, tick: Tick) -> int:
     task = cfg.task
     dataset = dataset_file(paths, task.name)
+    now = clock()
+    retrain_every, monitor_every = schedule_of(cfg)
+    baseline = max(filter(None, (state.last_retrain, last_training_time(paths))), default=None)
+    scheduled = None
+    if retrain_every and baseline is not None and now - baseline >= retrain_every:
+        scheduled = (f"schedule.retrain_every={cfg.schedule.retrain_every} elapsed "
+                     f"(last training {time.strftime('%Y-%m-%d %H:%M', time.localtime(baseline))})")
+    monitor_due = bool(monitor_every and now - float(state.last_monitor or 0) >= monitor_every
+                       and production_of(paths, task.model_name))
     changes = source_changes(resolve_path(cfg.data.source_dir), paths.ingest_record)
     tick.new_files = [e.path.name for e in changes.new_content]
     tick.known_files = len(changes.known_content)
@@ -309,9 +407,11 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         log.info("adopted %s as the drift reference", dataset)
     check_owed = not state.dataset_matches_reference(dataset)
     retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
-    if not changes.any and not check_owed and (not state.pending or retry_in > 0):
-        log.info("no new data: %d entries in %s, all ingested%s", changes.entries, cfg.data.source_dir,
-                 f"; the failed retrain is retried in {retry_in:.0f} s" if state.pending else "")
+    if not changes.any and not check_owed and (not state.pending or retry_in > 0) and not scheduled:
+        log.info("%s: no new data: %d entries in %s, all ingested%s", task.model_name, changes.entries,
+                 cfg.data.source_dir, f"; the failed retrain is retried in {retry_in:.0f} s" if state.pending else "")
+        if monitor_due:
+            run_monitor(cfg, paths, state, tick, now)
         return 0
 
     # ---- something to do: heavier from here on ----
@@ -350,7 +450,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                                           for k in ("new_score", "recorded_score", "reason")}}
 
     retrain, reason = decide(policy, (tick.drift or {}).get("signals"), tick.production_before is not None,
-                             state.pending, tick.rows_new)
+                             state.pending, tick.rows_new, scheduled)
     tick.decision, tick.reason = ("retrain" if retrain else "no-retrain"), reason
     log.info("decision: %s (%s)", tick.decision, reason)
     if retrain:   # recorded with the new reference in one write: a crash after it retries the chain
@@ -360,6 +460,8 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         take_reference(paths, task.name, state)
     state.save(paths)
     if not retrain:
+        if monitor_due:
+            run_monitor(cfg, paths, state, tick, now)
         return 0
 
     run = run_main(overrides, chain_steps(cfg), timeout_s, paths, state, tick)
@@ -373,11 +475,35 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                          f"Retried after fullprocess.retry_after_s={cfg.fullprocess.retry_after_s} s, "
                          "or sooner when new data arrives.")
     state.pending = None
+    state.last_retrain = now
     state.save(paths)
     from utils.models.model_store import ModelStore
 
     tick.trained_version = ModelStore(paths.models_dir).latest_version(task.model_name)
+    if monitor_due:
+        run_monitor(cfg, paths, state, tick, now)
     return 0
+
+
+def run_monitor(cfg: Any, paths: StatePaths, state: TickState, tick: Tick, now: float) -> None:
+    """Score production on the model's test data; the metrics go to its monitoring history.
+    Recorded as done even when it fails (retried next period, not every tick)."""
+    from utils.models import management
+    from utils.models.catalog import CatalogError
+
+    state.last_monitor = now
+    state.save(paths)
+    shared = StatePaths(paths.state_dir)
+    try:
+        record = management.monitor(shared, cfg.task.model_name, resolve_path(cfg.data.test_path),
+                                    int(cfg.scoring.batch_size))
+    except CatalogError as exc:
+        raise TickFailed(f"monitoring {cfg.task.model_name}: {exc}") from None
+    tick.monitored = {k: record.get(k) for k in ("version", "primary_metric", "score", "test_data")}
+    if tick.decision in ("noop", "no-retrain"):
+        tick.decision = "monitor" if tick.decision == "noop" else tick.decision
+    log.info("%s: monitored %s: %s = %s", cfg.task.model_name, record["version"], record["primary_metric"],
+             record.get("score"))
 
 
 def retry_wait(state: TickState, retry_after_s: float) -> float:
@@ -447,8 +573,8 @@ def send_notifications(cfg: Any, paths: StatePaths, state: TickState, tick: Tick
         state.notified[key] = now
     subject = {"failure": "tick FAILED", "drift": "drift detected",
                "deployment": f"deployed {tick.production_after}"}
-    text = "; ".join(subject[e] for e in events)
-    body = "\n".join([f"{text} ({cfg.task.name}, state dir {paths.state_dir})", "",
+    text = f"{cfg.task.model_name}: " + "; ".join(subject[e] for e in events)
+    body = "\n".join([f"{text} (model {cfg.task.model_name}, task {cfg.task.name}, state dir {paths.state_dir})", "",
                       f"decision: {tick.decision} ({tick.reason})",
                       f"new files: {', '.join(tick.new_files) or '-'}",
                       f"drift: {json.dumps((tick.drift or {}).get('signals'))}",
@@ -477,103 +603,195 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Terminated(signal.Signals(signum).name)
 
 
-def run_tick(cfg: Any, overrides: Sequence[str], started: float | None = None) -> int:
+def run_tick(cfg: Any, overrides: Sequence[str], started: float | None = None, only: str | None = None) -> int:
     started = time.monotonic() if started is None else started
-    tick = Tick()
-    paths = StatePaths.of(cfg.paths.state_dir)
-    handlers = setup_logging(paths, cfg)
+    shared = StatePaths.of(cfg.paths.state_dir)
+    handlers = setup_logging(shared, cfg)
     try:
-        return _run_tick(cfg, overrides, paths, tick, handlers[0], started)
+        return _run_tick(cfg, overrides, shared, handlers[0], started, only)
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
 
 
-def _run_tick(cfg: Any, overrides: Sequence[str], paths: StatePaths, tick: Tick,
-              file_log: RotatingFileHandler, started: float) -> int:
-    lock = TickLock(paths.lock_file, lock_max_age(cfg))
+def _run_tick(cfg: Any, overrides: Sequence[str], shared: StatePaths, file_log: RotatingFileHandler,
+              started: float, only: str | None) -> int:
+    """The state dir's lock, log rotation, then each model in turn (one line per model)."""
+    tick_id = Tick().tick
+    lock = TickLock(shared.lock_file, lock_max_age(cfg))
     if not lock.acquire():
-        tick.status = tick.decision = "locked"
-        tick.reason = "another tick holds the lock"
-        finish(tick, paths, started)
+        holder = read_holder(shared.lock_file)
+        finish(Tick(tick=tick_id, status="locked", decision="locked",
+                    reason=f"another run holds {shared.lock_file}: {describe_holder(holder)}"), shared, started)
         return 0
-    state: TickState | None = None   # saved back only once loaded: never overwrite it with a blank
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    codes: list[int] = []
     try:
-        if lock.broken:
-            tick.broke_lock = asdict(lock.broken)
         max_bytes, backups = int(cfg.fullprocess.log_max_bytes), int(cfg.fullprocess.log_backups)
         if max_bytes > 0 and os.path.getsize(file_log.baseFilename) >= max_bytes:
             file_log.doRollover()
-        for path in (paths.logs_dir / "chain.log", history_file(paths)):
+        for path in (shared.logs_dir / "chain.log", history_file(shared)):
             rotate(path, max_bytes, backups)
-        state = TickState.load(paths)
-        stop_orphan_chain(state, paths)
-        tick.exit_code = tick_body(cfg, overrides, paths, state, tick)
-        tick.status = "noop" if tick.decision == "noop" else "ok"
-    except TickFailed as exc:
-        tick.status, tick.error, tick.exit_code = "failed", str(exc), 1
-        log.error("%s", exc)
-    except Terminated as exc:
-        tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
-        log.error("tick terminated by %s", exc)
-    except Exception as exc:  # anything unexpected still gets a summary, a notification, the lock released
-        tick.status, tick.error, tick.exit_code = "failed", f"{type(exc).__name__}: {exc}", 1
-        log.exception("tick failed")
+        try:
+            migrate_legacy_layout(shared)
+            targets = tick_targets(cfg, overrides, shared, only)
+        except (TickFailed, OSError) as exc:
+            log.error("%s", exc)
+            finish(Tick(tick=tick_id, status="failed", error=str(exc), exit_code=1), shared, started)
+            return 1
+        broke = asdict(lock.broken) if lock.broken else None
+        for target in targets:
+            code = tick_model(target, shared, tick_id, broke, time.monotonic())
+            broke = None
+            codes.append(code)
+            if code == 143:
+                break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        lock.release()
+    return max(codes, default=0)
+
+
+def describe_holder(holder: Any) -> str:
+    """Who holds the lock, for people: a cron tick, an API retrain job, another process."""
+    if holder is None:
+        return "holder unknown"
+    command = str(holder.command or "")
+    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in command
+            else "another process")
+    return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
+
+
+def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dict[str, Any] | None,
+               started: float) -> int:
+    """One model's part of the tick; whatever happens, one summary line and its notifications."""
+    cfg, name = target.cfg, target.name
+    tick = Tick(tick=tick_id, model=name, broke_lock=broke)
+    state: TickState | None = None   # saved back only once loaded: never overwrite it with a blank
+    paths = shared.model(name)
+    try:
+        control = read_control(shared, name)
+        if control.paused:
+            tick.status = tick.decision = "paused"
+            tick.reason = f"automatic retraining paused since {control.since}" + \
+                (f" ({control.reason})" if control.reason else "") + "; `manage.py resume` or a manual retrain"
+            log.info("%s: skipped: %s", name, tick.reason)
+            finish(tick, shared, started)
+            return 0
+        state = TickState.load(paths)
+        stop_orphan_chain(state, paths)
+        tick.exit_code = tick_body(cfg, target.overrides, paths, state, tick)
+        tick.status = "noop" if tick.decision == "noop" else "ok"
+    except TickFailed as exc:
+        tick.status, tick.error, tick.exit_code = "failed", str(exc), 1
+        log.error("%s: %s", name, exc)
+    except Terminated as exc:
+        tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
+        log.error("tick terminated by %s", exc)
+    except Exception as exc:  # anything unexpected still gets a summary, a notification, the next model
+        tick.status, tick.error, tick.exit_code = "failed", f"{type(exc).__name__}: {exc}", 1
+        log.exception("%s: tick failed", name)
+    finally:
         try:
-            if tick.decision not in ("noop", "locked"):   # the heavy path ran: production may have moved
-                tick.production_after = production_of(paths, cfg.task.model_name)
+            if tick.decision not in ("noop", "locked", "paused"):   # the heavy path ran: production may have moved
+                tick.production_after = production_of(paths, name)
                 tick.deployed = bool(tick.production_after and tick.production_after != tick.production_before)
-            if tick.status != "noop":
+            if tick.status not in ("noop", "paused"):
                 send_notifications(cfg, paths, state or TickState(), tick)
                 if state is not None:
                     state.save(paths)
         except Exception:  # noqa: BLE001  - reporting must not hide the tick's own outcome
             log.exception("could not finish the tick's bookkeeping")
-        finish(tick, paths, started)
-        lock.release()
+        finish(tick, shared, started)
     return tick.exit_code
 
 
 # ---- operating it --------------------------------------------------------------------------------
-def dry_run(cfg: Any, overrides: Sequence[str]) -> int:
-    """What a tick would do now, for a person; reads only."""
-    paths = StatePaths.of(cfg.paths.state_dir)
-    state = TickState.load(paths)
-    source = resolve_path(cfg.data.source_dir)
-    print(f"fullprocess dry run (nothing is changed)\nstate dir:  {paths.state_dir}\nsource dir: {source}")
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds the flock on ``path`` (the file itself stays after release)."""
+    import fcntl
+
     try:
-        changes = source_changes(source, paths.ingest_record)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def dry_run(cfg: Any, overrides: Sequence[str], only: str | None = None) -> int:
+    """What a tick would do now, per model, for a person; reads only (the same decisions as a tick)."""
+    shared = StatePaths.of(cfg.paths.state_dir)
+    print(f"fullprocess dry run (nothing is changed)\nstate dir:  {shared.state_dir}")
+    if lock_held(shared.lock_file):
+        print(f"lock: held by {describe_holder(read_holder(shared.lock_file))}: a tick now would wait for "
+              "nothing and exit 0 (locked)")
+    try:
+        targets = tick_targets(cfg, overrides, shared, only)
     except TickFailed as exc:
         print(f"a tick would FAIL: {exc}")
         return 1
+    code = 0
+    for target in targets:
+        code = max(code, dry_run_model(target, shared))
+    return code
+
+
+def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
+    cfg, name = target.cfg, target.name
+    paths = shared.model(name)
+    source = resolve_path(cfg.data.source_dir)
+    print(f"\nmodel {name} ({cfg.task.name}), source dir {source}")
+    control = read_control(shared, name)
+    if control.paused:
+        print(f"  paused since {control.since}: a tick would skip it")
+        return 0
+    state = TickState.load(paths)
+    try:
+        changes = source_changes(source, paths.ingest_record)
+        retrain_every, monitor_every = schedule_of(cfg)
+    except TickFailed as exc:
+        print(f"  a tick would FAIL: {exc}")
+        return 1
     dataset = dataset_file(paths, cfg.task.name)
-    print(f"{changes.entries} entries; new content: {len(changes.new_content)}, changed but known content: "
+    print(f"  {changes.entries} entries; new content: {len(changes.new_content)}, changed but known content: "
           f"{len(changes.known_content)}")
     for entry in changes.new_content:
-        print(f"  new: {entry.path.name} ({entry.size} bytes)")
+        print(f"    new: {entry.path.name} ({entry.size} bytes)")
     retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
-    print(f"pending retrain: {state.pending or 'none'}"
+    print(f"  pending retrain: {state.pending or 'none'}"
           + (f" (failed; retried in {retry_in:.0f} s)" if state.pending and retry_in else ""))
     owed = not state.dataset_matches_reference(dataset)
-    print(f"dataset vs drift reference: {'changed since the last check' if owed else 'unchanged'}")
-    holder = paths.lock_file.is_file()
-    if holder:
-        print(f"lock: {paths.lock_file} exists (a tick may be running)")
-    if not changes.any and not owed and (not state.pending or retry_in > 0):
-        print("a tick would: nothing (exit 0)")
-        return 0
-    main_cmd = f"{sys.executable} {REPO_ROOT / 'main.py'} {' '.join(chain_overrides(overrides))}".rstrip()
-    if changes.any:
-        print(f"a tick would: ingest with `{main_cmd} main.steps=data_ingestion`")
-    print(f"then check drift (drift.policy={list(policy_of(cfg))}) -> {paths.reports_dir / 'drift.json'}")
+    print(f"  dataset vs drift reference: {'changed since the last check' if owed else 'unchanged'}")
+    now = clock()
+    baseline = max(filter(None, (state.last_retrain, last_training_time(paths))), default=None)
+    scheduled = bool(retrain_every and baseline is not None and now - baseline >= retrain_every)
+    monitor_due = bool(monitor_every and now - float(state.last_monitor or 0) >= monitor_every
+                       and production_of(paths, name))
+    main_cmd = f"{sys.executable} {REPO_ROOT / 'main.py'} {' '.join(chain_overrides(target.overrides))}".rstrip()
     steps = ",".join(chain_steps(cfg))
-    print(f"and on drift{' (or the pending retrain)' if state.pending else ''}: `{main_cmd} "
-          f"main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)")
+    if not changes.any and not owed and (not state.pending or retry_in > 0) and not scheduled:
+        print("  a tick would: " + ("monitor production (schedule.monitor_every elapsed)" if monitor_due
+                                    else "nothing (exit 0)"))
+        return 0
+    if changes.any:
+        print(f"  a tick would: ingest with `{main_cmd} main.steps=data_ingestion`")
+    if changes.any or owed:
+        print(f"  then check drift (drift.policy={list(policy_of(cfg))}) -> {paths.reports_dir / 'drift.json'}")
+    if state.pending or scheduled:
+        why = "the pending retrain" if state.pending else f"schedule.retrain_every={cfg.schedule.retrain_every} elapsed"
+        print(f"  and retrain ({why}): `{main_cmd} main.steps='{steps}'`")
+    else:
+        print(f"  and on drift: `{main_cmd} main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)")
+    if monitor_due:
+        print("  and monitor production (schedule.monitor_every elapsed)")
     return 0
 
 
@@ -614,8 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_cron or args.install_cron or args.uninstall_cron:
         return cron_command(args, cfg)
     if args.dry_run:
-        return dry_run(cfg, args.overrides)
-    return run_tick(cfg, args.overrides, started)
+        return dry_run(cfg, args.overrides, args.model)
+    return run_tick(cfg, args.overrides, started, args.model)
 
 
 if __name__ == "__main__":

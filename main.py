@@ -28,7 +28,15 @@ from utils.pipeline.config import register_resolvers  # noqa: E402
 from utils.data.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
 from utils.data.ingest_record import scan_source_dir  # noqa: E402
 from utils.models.model_store import ModelStore  # noqa: E402
-from utils.pipeline.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
+from utils.models.catalog import migrate_legacy_layout, model_overrides, write_manifest  # noqa: E402
+from utils.pipeline.paths import (  # noqa: E402
+    REPO_ROOT,
+    STEP_FOLDERS,
+    ModelNameError,
+    StatePaths,
+    check_model_name,
+    resolve_path,
+)
 from utils.pipeline.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -195,14 +203,53 @@ def launch(step: Step, config_file: Path, cfg: DictConfig, experiment_id: str, c
     return submitted.run_id
 
 
+def defining_overrides() -> list[str]:
+    """The command-line overrides that define this model, for its manifest (see catalog).
+
+    In a sweep (``-m``) the swept keys are left out: they differ per job, the model does not.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return []
+    overrides = list(hc.overrides.task)
+    if hc.mode == RunMode.MULTIRUN:
+        swept = {a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:]
+                 if "=" in a and any(m in a.split("=", 1)[1] for m in (",", "range(", "choice(", "glob("))}
+        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in swept]
+    return model_overrides(overrides)
+
+
+def record_model(cfg: DictConfig, paths: StatePaths) -> None:
+    """Write the model's manifest: what the cron tick and the API need to rebuild its config."""
+    schedule = OmegaConf.to_container(cfg.schedule, resolve=True) if "schedule" in cfg else {}
+    write_manifest(paths, cfg.task.model_name, {
+        "task": cfg.task.name, "primary_metric": cfg.task.primary_metric,
+        "overrides": defining_overrides(),
+        "task_config": OmegaConf.to_container(cfg.task, resolve=True),
+        "source_dir": str(resolve_path(cfg.data.source_dir)),
+        "test_path": str(resolve_path(cfg.data.test_path)),
+        "schedule": schedule})
+
+
 def run_chain(cfg: DictConfig) -> int:
     import mlflow
 
+    try:
+        model_name = check_model_name(cfg.task.model_name)
+    except ModelNameError as exc:
+        raise PipelineError(str(exc)) from None
     steps = select_steps(cfg.main.steps)
     names = [s.name for s in steps]
     check_inputs(cfg, names)
-    paths = StatePaths.of(cfg.paths.state_dir)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    shared = StatePaths.of(cfg.paths.state_dir)
+    shared.state_dir.mkdir(parents=True, exist_ok=True)
+    migrate_legacy_layout(shared)
+    paths = shared.model(model_name)
+    record_model(cfg, shared)
     uri, experiment_id = tracking_setup(cfg, paths)
     os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
     if cfg.main.env_manager == "local":
@@ -260,14 +307,21 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
     print("\n".join(lines))
 
 
+EXIT_CODES: list[int] = []   # one per job: a sweep (-m) runs several in this process
+
+
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
-def go(cfg: DictConfig) -> None:
+def go(cfg: DictConfig) -> int:
+    """One job. Returns, never exits: sys.exit here would end a Hydra sweep after job 0."""
     try:
-        sys.exit(run_chain(cfg))
+        code = run_chain(cfg)
     except PipelineError as exc:
         log.error("%s", exc)
-        sys.exit(1)
+        code = 1
+    EXIT_CODES.append(code)
+    return code
 
 
 if __name__ == "__main__":
     go()
+    sys.exit(max(EXIT_CODES, default=1))

@@ -125,7 +125,7 @@ def dedup_key(frame: pd.DataFrame, task: TaskConfig) -> list[str]:
 
 
 def go(config: IngestionConfig) -> int:
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
     source_dir = resolve_path(config.data.source_dir)
     if not source_dir.is_dir():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[s
 
 
 def go(config: TrainingConfig) -> int:
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
     data_path = paths.finaldata_csv if task.name == "tabular" else paths.finaldata_jsonl
     if not data_path.is_file():
@@ -159,7 +159,8 @@ def go(config: TrainingConfig) -> int:
         store.add_version(version, model_dir, {
             "model_name": task.model_name, "registry_version": int(info.registered_model_version),
             "run_id": run.info.run_id if run else None, "task": task.name,
-            "data_sha256": data_sha, "validation_metrics": metrics, "model_uri": info.model_uri})
+            "data_sha256": data_sha, "validation_metrics": metrics, "model_uri": info.model_uri,
+            "task_config": asdict(task)})
     mlflow.set_tag("pipeline.model_version", version)
     mlflow.MlflowClient().set_model_version_tag(task.model_name, str(info.registered_model_version),
                                                 "store_version", version)

@@ -46,7 +46,7 @@ class ScoringConfig:
 
 
 def go(config: ScoringConfig) -> int:
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
     store = ModelStore(paths.models_dir)
     version = config.model_version or store.latest_version(task.model_name)

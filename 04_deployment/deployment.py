@@ -72,7 +72,7 @@ def decide(candidate_score: float, champion_score: float | None, tolerance: floa
 def go(config: DeploymentConfig) -> int:
     import mlflow
 
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     store = ModelStore(paths.models_dir)
     task = config.task
     candidate = config.model_version or store.latest_version(task.model_name)
@@ -122,14 +122,25 @@ def operator_cli(argv: list[str]) -> int:
     group.add_argument("--rollback", action="store_true", help="return production to the previous version")
     group.add_argument("--status", action="store_true", help="print production version and history")
     parser.add_argument("--state-dir", default=".", help="the pipeline's paths.state_dir")
+    parser.add_argument("--model", default=None, help="the model (default: the only model of the state dir)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: sqlite under the state dir)")
     args = parser.parse_args(argv)
     configure_logging()
-    paths = StatePaths.of(args.state_dir)
+    from utils.models.catalog import list_models, migrate_legacy_layout
+
+    shared = StatePaths.of(args.state_dir)
+    migrate_legacy_layout(shared)
+    models = list_models(shared)
+    name = args.model or (models[0] if len(models) == 1 else None)
+    if name not in models:
+        log.error("%s; models: %s", f"no model {name!r}" if args.model else "name the model with --model",
+                  ", ".join(models) or "none yet")
+        return 2
+    paths = shared.model(name)
     store = ModelStore(paths.models_dir)
     if args.status:
-        print(json.dumps({"production": store.production_version(),
+        print(json.dumps({"model": name, "production": store.production_version(),
                           "rollback_to": store.rollback_target(),
                           "history": store.history()[-10:]}, indent=2))
         return 0

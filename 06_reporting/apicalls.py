@@ -1,4 +1,4 @@
-"""Call the running API's endpoints and keep their answers in `reports/apireturns.txt`.
+"""Call the running API's endpoints and keep their answers in `reports/<model>/apireturns.txt`.
 
     python 06_reporting/apicalls.py                              # URL from reporting.api_url
     python 06_reporting/apicalls.py --url http://127.0.0.1:8000 --api-key-env API_KEY task=nlu
@@ -54,13 +54,14 @@ def prediction_payload(task: Any, test_path: Path, n: int) -> dict[str, Any]:
 
 
 def call(session: Any, method: str, url: str, endpoint: str, timeout: float,
-         payload: dict[str, Any] | None = None) -> dict[str, Any]:
+         payload: dict[str, Any] | None = None, model: str | None = None) -> dict[str, Any]:
     """One request -> the record written to apireturns.txt; ApiUnreachable when no answer."""
     import requests
 
     started = time.perf_counter()
     try:
-        resp = session.request(method, url.rstrip("/") + endpoint, json=payload, timeout=timeout)
+        resp = session.request(method, url.rstrip("/") + endpoint, json=payload, timeout=timeout,
+                               params={"model": model} if model else None)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise ApiUnreachable(f"{method} {url.rstrip('/')}{endpoint}: {exc.__class__.__name__}: {exc}") from exc
     try:
@@ -72,15 +73,17 @@ def call(session: Any, method: str, url: str, endpoint: str, timeout: float,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "response": body}
 
 
-def call_all(url: str, payload: dict[str, Any], api_key: str | None, timeout: float) -> list[dict[str, Any]]:
+def call_all(url: str, payload: dict[str, Any], api_key: str | None, timeout: float,
+             model: str | None = None) -> list[dict[str, Any]]:
+    """Every endpoint once, for ``model`` (``?model=``: the API serves several)."""
     import requests
 
     with requests.Session() as session:
         if api_key:
             session.headers[API_KEY_HEADER] = api_key
             session.headers["Authorization"] = f"Bearer {api_key}"
-        records = [call(session, "POST", url, "/prediction", timeout, payload)]
-        records += [call(session, "GET", url, endpoint, timeout) for endpoint in GET_ENDPOINTS]
+        records = [call(session, "POST", url, "/prediction", timeout, payload, model=model)]
+        records += [call(session, "GET", url, endpoint, timeout, model=model) for endpoint in GET_ENDPOINTS]
     return records
 
 
@@ -98,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key-env", default="API_KEY",
                         help="environment variable holding the API key (default: API_KEY; unset = no key)")
     parser.add_argument("--state-dir", default=None,
-                        help="where reports/apireturns.txt goes (default: paths.state_dir of config.yaml)")
+                        help="where reports/<model>/apireturns.txt goes (default: paths.state_dir of config.yaml)")
     parser.add_argument("--examples", type=int, default=5, help="test examples sent to /prediction")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=nlu")
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: bad overrides {args.overrides}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     url = args.url or cfg.reporting.api_url
-    paths = StatePaths.of(args.state_dir or cfg.paths.state_dir)
+    paths = StatePaths.of(args.state_dir or cfg.paths.state_dir).model(cfg.task.model_name)
     test_path = resolve_path(cfg.data.test_path)
     try:
         payload = prediction_payload(cfg.task, test_path, args.examples)
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     try:
-        records = call_all(url, payload, api_key, args.timeout)
+        records = call_all(url, payload, api_key, args.timeout, cfg.task.model_name)
     except ApiUnreachable as exc:
         print(f"error: the API is not reachable at {url} ({exc}).\n"
               "Start it with `./run_pipeline.sh serve` or pass --url <base URL of the running API>.",

@@ -121,7 +121,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def go(config: ReportingConfig) -> int:
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
     reports = paths.reports_dir
     diagnostics = read_diagnostics(paths)

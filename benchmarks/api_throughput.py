@@ -68,7 +68,7 @@ def build_model(state: Path) -> tuple[Path, list[dict[str, float]]]:
 
     mlflow.sklearn.save_model(model, str(tmp), signature=infer_signature(x, model.predict(x)),
                               pip_requirements=[f"scikit-learn=={sklearn.__version__}"])  # no import scan
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     version = "attrition_model-v1"
     store.add_version(version, tmp, {"model_name": "attrition_model", "registry_version": 1, "task": "tabular"})
     store.write_score(version, {"f1": 0.5}, "f1")

@@ -62,7 +62,7 @@ import mlflow  # noqa: F401  (a naive tick sets up tracking first)
 import pandas as pd
 
 state, source = Path(sys.argv[1]), Path(sys.argv[2])
-record = pd.read_csv(state / "ingested" / "ingestedfiles.csv")
+record = pd.read_csv(state / "ingested" / "attrition_model" / "ingestedfiles.csv")
 known = set(record["sha256"])
 new = []
 for path in sorted(source.iterdir()):
@@ -103,13 +103,13 @@ def write_rows(path: Path, rows: list[list[Any]]) -> None:
 def ingested_state(root: Path, source: Path, dataset_rows: list[list[Any]]) -> Path:
     """A state dir whose ingest record lists every file of ``source``, with their dataset."""
     state = root / "state"
-    (state / "ingested").mkdir(parents=True)
-    record = IngestRecord.load(state / "ingested" / "ingestedfiles.csv")
+    (state / "ingested" / "attrition_model").mkdir(parents=True)
+    record = IngestRecord.load(state / "ingested" / "attrition_model" / "ingestedfiles.csv")
     for entry in scan_source_dir(source):
         record.add(RecordRow(file=str(entry.path), sha256=entry.sha256(), rows=1, status="ingested",
                              reason="", time=now(), size=entry.size, mtime_ns=entry.mtime_ns))
     record.save()
-    write_rows(state / "ingested" / "finaldata.csv", dataset_rows)
+    write_rows(state / "ingested" / "attrition_model" / "finaldata.csv", dataset_rows)
     # an MLflow DB with its schema in place: its migration is a one-off, not a tick's cost
     subprocess.run([PYTHON, "-c", "import sys; from mlflow.store.tracking.sqlalchemy_store import "
                     "SqlAlchemyStore as S; S(sys.argv[1], sys.argv[2]).engine.dispose()",
@@ -154,7 +154,7 @@ def one_new_among(root: Path, old_files: int, times: int) -> dict[str, Any]:
         state = root / f"run{old_files}-{k}"
         shutil.copytree(template, state)
         ingest_runs.append(probe(tick_argv(state, source, "drift.policy=never")))
-        record = IngestRecord.load(state / "ingested" / "ingestedfiles.csv")
+        record = IngestRecord.load(state / "ingested" / "attrition_model" / "ingestedfiles.csv")
         assert record.rows[-1].file.endswith("zz_new.csv") and len(record.rows) == old_files + 1
     return {"old_files": old_files, "noop": noop, "detect": detect,
             "ingest_tick": {"wall_s": statistics.median(r["wall_s"] for r in ingest_runs),

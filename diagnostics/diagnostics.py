@@ -90,7 +90,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def go(config: DiagnosticsConfig) -> int:
-    paths = StatePaths.of(config.state_dir)
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
     store = ModelStore(paths.models_dir)
     test_path = resolve_path(config.data.test_path)

@@ -27,10 +27,10 @@ from api import admin, routes
 from api.errors import ApiError, error_response
 from api.jobs import JobStore
 from api.metrics import ApiMetrics
-from api.model_service import ModelHolder
+from api.fleet import ModelFleet
 from api.settings import AppConfig, load_app_config
 from api.validation import Limits, RequestError
-from utils.models.model_store import ModelStore
+from utils.models.catalog import migrate_legacy_layout
 from utils.pipeline.paths import REPO_ROOT
 from utils.monitoring.prediction_log import PredictionLog
 
@@ -46,8 +46,7 @@ class Services:
     """What the routes use, built once per app (per worker process)."""
 
     config: AppConfig
-    store: ModelStore
-    models: ModelHolder
+    fleet: ModelFleet
     metrics: ApiMetrics
     prediction_log: PredictionLog | None
     jobs: JobStore
@@ -74,9 +73,13 @@ def service_version() -> str:
 def build_services(config: AppConfig) -> Services:
     settings = config.settings
     metrics = ApiMetrics()
-    store = ModelStore(config.paths.models_dir)
-    holder = ModelHolder(store, config.task, settings.reload_check_ms / 1000.0,
-                         on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
+    try:
+        migrate_legacy_layout(config.paths)
+    except OSError as exc:   # e.g. a read-only state dir: serve what can be read
+        log.error("could not migrate the first state-dir layout of %s: %s", config.paths.state_dir, exc)
+    task = config.task if config.task.get("model_name") else None
+    fleet = ModelFleet(config.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
+                       on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
     prediction_log = None
     if settings.prediction_log:
         prediction_log = PredictionLog(config.paths.predictions_db, settings.prediction_log_retention_days,
@@ -87,7 +90,7 @@ def build_services(config: AppConfig) -> Services:
     elif len(api_key) < 16:
         log.warning("the API key in $%s is short (%d characters); use 32+ random characters",
                     settings.api_key_env, len(api_key))
-    return Services(config=config, store=store, models=holder, metrics=metrics,
+    return Services(config=config, fleet=fleet, metrics=metrics,
                     prediction_log=prediction_log, jobs=JobStore(config.api_paths.jobs_db), api_key=api_key,
                     limits=Limits(settings.max_records, settings.max_text_chars),
                     service_version=service_version(),
@@ -108,9 +111,10 @@ def create_app(config: DictConfig | Mapping[str, Any] | None = None,
     _register_errors(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(admin.bp)
-    model = services.models.current()      # load now, not on the first request
+    loaded = services.fleet.load_all()      # load now, not on the first request
     log.info("API ready (pid %d): serving %s, state dir %s", os.getpid(),
-             model.version if model else "nothing yet", app_config.paths.state_dir)
+             ", ".join(f"{k}={v or 'nothing'}" for k, v in loaded.items()) or "no model yet",
+             app_config.paths.state_dir)
     return app
 
 

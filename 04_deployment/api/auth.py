@@ -15,6 +15,14 @@ from flask import current_app
 from api.errors import ApiError
 
 HEADER = "X-API-Key"
+FORM_FIELD = "api_key"     # the dashboard's buttons: an HTML form cannot set a header
+
+
+def is_form_post() -> bool:
+    from flask import request
+
+    return request.method == "POST" and request.mimetype in {"application/x-www-form-urlencoded",
+                                                             "multipart/form-data"}
 
 
 def _encode(value: str) -> bytes:
@@ -33,6 +41,9 @@ def check_api_key() -> None:
                             f"the environment variable {env} set (e.g. `{env}=$(openssl rand -hex 32) "
                             f"./run_pipeline.sh serve`) and send it in the {HEADER} header")
     given = request.headers.get(HEADER)
+    if not given and is_form_post():
+        _same_origin()
+        given = request.form.get(FORM_FIELD) or None
     if not given:
         raise ApiError(401, f"missing {HEADER} header: this route needs the API key",
                        headers={"WWW-Authenticate": HEADER})
@@ -47,3 +58,15 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def _same_origin() -> None:
+    """A form post must come from this server's own page (CSRF): Origin, else Referer, must
+    name this host. The key in the form is a second guard: another site cannot know it."""
+    from urllib.parse import urlsplit
+
+    from flask import request
+
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if source and source != "null" and urlsplit(source).netloc != request.host:
+        raise ApiError(403, "cross-site form post refused: use the dashboard of this server")

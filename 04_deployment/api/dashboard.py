@@ -1,92 +1,124 @@
-"""GET /dashboard: one server-rendered page for people (no JavaScript, no external assets).
+"""GET /dashboard: every model on one server-rendered page (no JavaScript, no external assets).
 
-Production model, test-metric history over the store's versions (a PNG drawn with
-matplotlib's object API: thread-safe, no pyplot state), deployments, the last drift check and
-diagnostics, and the prediction volume of the last 24 hours.
+One metrics-over-time chart with every model (each model's primary metric by date: test
+scores of its versions and its monitoring history; deployments marked), a card per model
+(production, task, schedule, paused or active, last retrain, last drift verdict and why, and
+the management buttons), the deployments, and the prediction volume of the last 24 hours.
+A model whose state files are unreadable shows its error on its card; the page still renders.
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 import time
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
+from api.model_info import model_summary
+from utils.models.catalog import read_monitoring
 from utils.models.model_store import ModelStore, ModelStoreError, parse_version_id
 from utils.monitoring.prediction_log import prediction_volume
 
-PRIMARY_COLOR = "#1f77b4"      # the primary metric's line (the browser test looks for it)
+PRIMARY_COLOR = "#1f77b4"      # the first model's line (the browser test looks for it)
+MODEL_COLORS = (PRIMARY_COLOR, "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+DEPLOY_COLOR = "#ffd700"
 _plot_cache: dict[Any, str] = {}
 _plot_lock = threading.Lock()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
     try:
-        data = json.loads(path.read_text())
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return None
+
+
+def metric_history(store: ModelStore, model_name: str | None = None) -> list[dict[str, Any]]:
+    """Test metrics of every version of the model (oldest first) and whether it was deployed.
+    An unreadable scores.json is shown as such, not raised."""
+    try:
+        history = store.history()
     except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _mtime(path: Path) -> str | None:
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime))
-    except OSError:
-        return None
-
-
-def metric_history(store: ModelStore, model_name: str | None) -> list[dict[str, Any]]:
-    """Test metrics of every version of the model (oldest first) and whether it was deployed."""
-    deployed = {e.get("version") for e in store.history() if e.get("event") in {"deploy", "rollback"}}
+        history = []
+    deployed = {e.get("version") for e in history if e.get("event") in {"deploy", "rollback"}}
     rows = []
     for version in store.list_versions(model_name):
-        scores = store.read_scores(version) or {}
+        try:
+            scores = store.read_scores(version) or {}
+            error = None
+        except (OSError, ValueError) as exc:
+            scores, error = {}, f"scores.json unreadable: {exc}"
         try:
             number = parse_version_id(version)[1]
         except ModelStoreError:
             continue
         rows.append({"version": version, "number": number, "metrics": scores.get("metrics") or {},
                      "primary_metric": scores.get("primary_metric"), "scored": scores.get("scored"),
-                     "deployed": version in deployed})
+                     "deployed": version in deployed, "error": error})
     return rows
 
 
-def metric_history_png(history: list[dict[str, Any]], primary: str | None) -> str | None:
-    """base64 PNG of the metric history, cached until a version or a score changes."""
-    scored = [h for h in history if h["metrics"]]
-    if not scored:
+def model_series(store: ModelStore, monitoring: list[dict[str, Any]]) -> dict[str, Any]:
+    """(time, score) points of the model's primary metric: version test scores and monitoring;
+    deployment markers at each deploy/rollback time with the deployed version's test score."""
+    history = metric_history(store)
+    primary = next((h["primary_metric"] for h in reversed(history) if h["primary_metric"]), None)
+    points = []
+    for h in history:
+        t, value = _parse_time(h["scored"]), h["metrics"].get(primary) if primary else None
+        if t and isinstance(value, (int, float)):
+            points.append((t, float(value), "test"))
+    for m in monitoring:
+        t, value = _parse_time(m.get("time")), m.get("score")
+        if t and isinstance(value, (int, float)):
+            points.append((t, float(value), m.get("source", "monitor")))
+    scores = {h["version"]: h["metrics"].get(primary) for h in history if primary}
+    try:
+        events = store.history()
+    except (OSError, ValueError):
+        events = []
+    deploys = []
+    for e in events:
+        t, value = _parse_time(e.get("time")), scores.get(e.get("version"))
+        if e.get("event") in {"deploy", "rollback"} and t and isinstance(value, (int, float)):
+            deploys.append((t, float(value)))
+    return {"primary": primary, "points": sorted(points), "deploys": deploys}
+
+
+def metrics_over_time_png(series: dict[str, dict[str, Any]]) -> str | None:
+    """base64 PNG: one line per model (its primary metric by date), deployments as stars."""
+    drawn = {name: s for name, s in series.items() if s["points"]}
+    if not drawn:
         return None
-    key = (primary, tuple((h["version"], h["scored"], h["deployed"]) for h in scored))
+    key = tuple((name, s["primary"], tuple(s["points"]), tuple(s["deploys"])) for name, s in sorted(drawn.items()))
     with _plot_lock:
         if key in _plot_cache:
             return _plot_cache[key]
+        import matplotlib.dates as mdates
         from matplotlib.figure import Figure
 
-        names = sorted({m for h in scored for m in h["metrics"]},
-                       key=lambda m: (m != primary, m))
-        fig = Figure(figsize=(7.5, 3.4), dpi=100)
+        fig = Figure(figsize=(9.5, 3.8), dpi=100)
         ax = fig.subplots()
-        x = list(range(len(scored)))
-        palette = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-        for i, name in enumerate(names):
-            ys = [h["metrics"].get(name) for h in scored]
-            main = name == primary
-            ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o",
-                    linewidth=3.0 if main else 1.2, markersize=7 if main else 4,
-                    color=PRIMARY_COLOR if main else palette[i % len(palette)],
-                    label=f"{name} (gate)" if main else name, zorder=3 if main else 2)
-        deployed = [(i, h["metrics"].get(primary)) for i, h in enumerate(scored)
-                    if h["deployed"] and h["metrics"].get(primary) is not None]
-        if deployed:
-            ax.scatter([d[0] for d in deployed], [d[1] for d in deployed], marker="*", s=220,
-                       color="#ffd700", edgecolors="black", zorder=4, label="deployed")
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"v{h['number']}" for h in scored])
-        ax.set_xlabel("model version")
-        ax.set_ylabel("test score")
-        ax.set_ylim(0, 1.05)
+        values = []
+        for i, (name, s) in enumerate(sorted(drawn.items())):
+            color = MODEL_COLORS[i % len(MODEL_COLORS)]
+            xs, ys = [p[0] for p in s["points"]], [p[1] for p in s["points"]]
+            values += ys
+            ax.plot(xs, ys, marker="o", linewidth=2.6, markersize=6, color=color,
+                    label=f"{name} ({s['primary']})")
+            if s["deploys"]:
+                ax.scatter([d[0] for d in s["deploys"]], [d[1] for d in s["deploys"]], marker="*", s=260,
+                           color=DEPLOY_COLOR, edgecolors=color, linewidths=1.2, zorder=4)
+        ax.scatter([], [], marker="*", s=160, color=DEPLOY_COLOR, edgecolors="black", label="deployed")
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_ylabel("primary metric")
+        if values and 0.0 <= min(values) and max(values) <= 1.0:
+            ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.tight_layout()
@@ -98,52 +130,43 @@ def metric_history_png(history: list[dict[str, Any]], primary: str | None) -> st
         return encoded
 
 
-def _scalars(data: dict[str, Any] | None, limit: int = 12) -> list[tuple[str, Any]]:
-    if not data:
-        return []
-    out = []
-    for key, value in data.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out.append((str(key), value))
-        if len(out) >= limit:
-            break
-    return out
+def dashboard_context(svc: Any) -> dict[str, Any]:
+    from flask import request
 
-
-def diagnostics_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not report:
-        return None
-    latency = (report.get("timing") or {}).get("latency") or {}
-    stats = report.get("summary_stats") or {}
-    deps = report.get("dependencies") or {}
-    return {"generated": report.get("generated"), "model_version": report.get("model_version"),
-            "n_rows": stats.get("n_rows"), "latency_p50_ms": latency.get("p50_ms"),
-            "latency_p99_ms": latency.get("p99_ms"), "dependency_mismatches": deps.get("n_mismatch"),
-            "accuracy": (report.get("predictions") or {}).get("accuracy")}
-
-
-def dashboard_context(store: ModelStore, reports_dir: Path, predictions_db: Path,
-                      model_name: str | None, served: Any) -> dict[str, Any]:
-    production = store.production_version()
-    meta = store.read_metadata(production) if production else {}
-    scores = store.read_scores(production) if production else None
-    name = meta.get("model_name") or model_name
-    history = metric_history(store, name)
-    primary = (scores or {}).get("primary_metric") or next(
-        (h["primary_metric"] for h in reversed(history) if h["primary_metric"]), None)
-    volume = prediction_volume(predictions_db, hours=24)
+    paths = svc.config.paths
+    cards, series, deployments = [], {}, []
+    for i, name in enumerate(svc.fleet.names()):
+        summary = model_summary(svc, name)
+        store = svc.fleet.store(name)
+        summary["color"] = MODEL_COLORS[i % len(MODEL_COLORS)]
+        try:
+            series[name] = model_series(store, read_monitoring(paths, name, limit=200))
+            events = store.history()
+        except (OSError, ValueError) as exc:
+            summary["errors"].append(f"history: {exc}")
+            events = []
+        deployments += [{**e, "model": name} for e in events[-15:]]
+        summary["unreadable"] = [h["version"] for h in metric_history(store) if h["error"]]
+        cards.append(summary)
+    deployments.sort(key=lambda e: str(e.get("time")), reverse=True)
+    volume = prediction_volume(paths.predictions_db, hours=24)
     peak = max((v["count"] for v in volume), default=0)
-    drift_path = reports_dir / "drift.json"
-    drift = _read_json(drift_path)
     return {
         "now": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "production": production, "metadata": meta, "scores": scores, "primary": primary,
-        "served": served,
-        "history": history, "plot_png": metric_history_png(history, primary),
-        "deployments": list(reversed(store.history()))[:15],
-        "drift": drift, "drift_items": _scalars(drift), "drift_time": _mtime(drift_path),
-        "diagnostics": diagnostics_summary(_read_json(reports_dir / "diagnostics.json")),
+        "models": cards, "default_model": _default(svc),
+        "plot_png": metrics_over_time_png(series),
+        "deployments": deployments[:20],
+        "notice": (request.args.get("notice") or "")[:300],
         "volume": [{"label": time.strftime("%H:00", time.localtime(v["hour_start"])), "count": v["count"],
                     "pct": (100.0 * v["count"] / peak) if peak else 0.0} for v in volume],
         "volume_total": sum(v["count"] for v in volume),
     }
+
+
+def _default(svc: Any) -> str | None:
+    from api.errors import ApiError
+
+    try:
+        return svc.fleet.resolve(None)
+    except ApiError:
+        return None

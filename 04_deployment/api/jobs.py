@@ -27,7 +27,6 @@ from utils.tick.tick_lock import pid_alive
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE_STATES = ("queued", "running")
 API_DIR = Path(__file__).resolve().parent.parent      # 04_deployment: `api` is importable from here
-RETRAIN_STEPS = ("model_training", "model_scoring", "model_deployment")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -139,14 +138,6 @@ def log_tail(path: str | Path, max_bytes: int = 4000) -> str:
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - max_bytes))
         return fh.read().decode("utf-8", errors="replace")
-
-
-def retrain_command(state_dir: Path, overrides: Sequence[str]) -> list[str]:
-    """main.py for training -> scoring -> deployment, with the API's own config overrides."""
-    kept = [o for o in overrides
-            if not o.lstrip("+~").startswith(("paths.state_dir=", "main.steps=", "hydra."))]
-    return [sys.executable, str(REPO_ROOT / "main.py"), *kept,
-            f"main.steps='{','.join(RETRAIN_STEPS)}'", f"paths.state_dir={state_dir}"]
 
 
 def start_job(store: JobStore, kind: str, command: Sequence[str], logs_dir: Path, lock_file: Path,

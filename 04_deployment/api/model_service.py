@@ -152,7 +152,16 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
-    metadata = store.read_metadata(version)
+    try:
+        metadata = store.read_metadata(version)
+    except (OSError, ValueError) as exc:   # unreadable or torn metadata.json: this version is not servable
+        raise ModelLoadError(f"{store.version_dir(version) / 'metadata.json'} is unreadable ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{store.version_dir(version) / 'metadata.json'} is not a JSON object")
+    if isinstance(metadata.get("task_config"), dict):   # the task config the version was trained with
+        from omegaconf import OmegaConf
+
+        task_config = OmegaConf.create(metadata["task_config"])
     task = str(metadata.get("task") or (task_config.name if task_config is not None else "tabular"))
     started = time.monotonic()
     try:

@@ -27,12 +27,19 @@ def services() -> Any:
     return current_app.extensions["mlops"]
 
 
-def serving_model() -> ServedModel:
+def model_name(name: str | None = None) -> str:
+    """The model a request is for: the path's, else ?model=, else the default (see ModelFleet)."""
+    return services().fleet.resolve(name or request.args.get("model") or None)
+
+
+def serving_model(name: str | None = None) -> ServedModel:
     """The model for this request, or 503 saying why there is none."""
-    model = services().models.current()
+    fleet = services().fleet
+    name = model_name(name)
+    model = fleet.current(name)
     if model is None:
-        reason = services().models.last_error or "no model loaded"
-        raise ApiError(503, f"no model to serve ({reason}); deploy one with the pipeline "
+        reason = fleet.holder(name).last_error or "no model loaded"
+        raise ApiError(503, f"model {name}: nothing to serve ({reason}); deploy it with the pipeline "
                             "(./run_pipeline.sh) and it is picked up without a restart")
     g.model_version = model.version
     return model
@@ -55,16 +62,23 @@ def _now() -> str:
 @bp.get("/")
 def index() -> Any:
     svc = services()
-    model = svc.models.current()
     protected = "needs the X-API-Key header"
+    default = _default_or_none()
+    model = svc.fleet.current(default) if default else None
     return {
         "service": "mlops-pipeline prediction API",
         "version": svc.service_version,
-        "task": svc.config.task.name,
-        "model": ({"version": model.version, "task": model.task, "created": model.metadata.get("created")}
-                  if model else None),
+        "models": svc.fleet.names(),
+        "default_model": default,
+        "task": model.task if model else None,        # the default model's (what POST /prediction serves)
+        "model": ({"name": default, "version": model.version, "task": model.task,
+                   "created": model.metadata.get("created")} if model else None),
         "links": {
+            "models": {"href": url_for("api.models")},
+            "model_prediction": {"href": "/models/<name>/prediction", "method": "POST"},
+            "model_routes": {"href": "/models/<name>/{scoring,summarystats,diagnostics}"},
             "prediction": {"href": url_for("api.prediction"), "method": "POST",
+                           "model": "api.default_model, the only model, or ?model=<name>",
                            "body": '{"records": [...]} (tabular), {"texts": [...]} (NLU) or text/csv'},
             "scoring": {"href": url_for("api.scoring"), "auth": protected},
             "summarystats": {"href": url_for("api.summarystats"), "refresh": f"?refresh=1 {protected}"},
@@ -72,21 +86,63 @@ def index() -> Any:
             "health": {"href": url_for("api.health")},
             "metrics": {"href": url_for("api.metrics")},
             "dashboard": {"href": url_for("api.dashboard")},
-            "admin": {"href": "/admin/{reload,rollback,retrain}", "method": "POST", "auth": protected,
-                      "jobs": "/admin/jobs/<id>"},
+            "admin": {"href": "/admin/models/<name>/{pause,resume,retrain,evaluate,rollback,reload,delete}",
+                      "method": "POST", "auth": protected, "jobs": "/admin/jobs/<id>"},
         },
     }
 
 
 @bp.get("/health")
 def health() -> Any:
+    """ok: every deployed model is served; degraded: some model serves an older version or none
+    (the reason is given); unavailable (503): nothing can be served at all."""
     svc = services()
-    model = svc.models.current()
-    body = {"status": "ok" if model else "unavailable", "model_loaded": model is not None,
-            "model_version": model.version if model else None, "task": model.task if model else None,
-            "production": svc.store.production_version(), "error": svc.models.last_error,
-            "pid": os.getpid(), "uptime_s": round(time.monotonic() - svc.started, 1)}
-    return body, 200 if model else 503
+    fleet = svc.fleet
+    models, problems = {}, []
+    for name in fleet.names():
+        holder = fleet.holder(name)
+        model = holder.current()
+        production = _safe(holder.store.production_version)
+        entry = {"loaded": model.version if model else None, "production": production,
+                 "task": model.task if model else None, "error": holder.last_error}
+        if holder.last_error or (production and (model is None or model.version != production)):
+            problems.append(f"{name}: {holder.last_error or 'not serving its production version'}")
+        models[name] = entry
+    any_loaded = any(m["loaded"] for m in models.values())
+    status = "unavailable" if not any_loaded else ("degraded" if problems else "ok")
+    body: dict[str, Any] = {"status": status, "models": models, "problems": problems,
+                            "pid": os.getpid(), "uptime_s": round(time.monotonic() - svc.started, 1)}
+    default = _default_or_none()
+    entry = models.get(default) or {} if default else {}
+    # the first layout's fields, for the model POST /prediction serves
+    body.update({"default_model": default, "model_loaded": bool(entry.get("loaded")),
+                 "model_version": entry.get("loaded"), "task": entry.get("task"),
+                 "production": entry.get("production"), "error": entry.get("error")})
+    return body, 200 if any_loaded else 503
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except (OSError, ValueError):
+        return None
+
+
+def _default_or_none() -> str | None:
+    try:
+        return services().fleet.resolve(None)
+    except ApiError:
+        return None
+
+
+@bp.get("/models")
+def models() -> Any:
+    """Every model: task, production version, score, deployed at, schedule, paused or active."""
+    from api.model_info import model_summary
+
+    svc = services()
+    return {"models": [model_summary(svc, name) for name in svc.fleet.names()],
+            "default_model": _default_or_none()}
 
 
 @bp.get("/metrics")
@@ -118,8 +174,17 @@ def read_body() -> bytes:
 
 @bp.post("/prediction")
 def prediction() -> Any:
+    return _prediction(None)
+
+
+@bp.post("/models/<name>/prediction")
+def model_prediction(name: str) -> Any:
+    return _prediction(name)
+
+
+def _prediction(name: str | None) -> Any:
     svc = services()
-    model = serving_model()
+    model = serving_model(name)
     data = read_body()              # I/O: slow clients do not hold a compute slot
     with svc.compute_slots:         # CPU: api.prediction_concurrency at a time per worker
         return _predict(svc, model, data)
@@ -131,7 +196,7 @@ def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
     expected = "records" if model.task == "tabular" else "texts"
     if parsed.kind != expected:
         example = '{"records": [{...}]}' if expected == "records" else '{"texts": ["..."]}'
-        raise RequestError(f'the production model ({model.version}) is a {model.task} model: send {example}',
+        raise RequestError(f'model {model.version} is a {model.task} model: send {example}',
                            errors=[{"row": None, "field": parsed.kind, "message": f"expected {expected}"}])
     started = time.perf_counter()
     if model.task == "tabular":
@@ -165,10 +230,37 @@ def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
 @bp.get("/scoring")
 @require_api_key
 def scoring() -> Any:
-    """Metrics of the served model on `data.test_path` (cached per model and test file)."""
+    return _scoring(None)
+
+
+@bp.get("/models/<name>/scoring")
+@require_api_key
+def model_scoring(name: str) -> Any:
+    return _scoring(name)
+
+
+def test_path_of(name: str) -> Path:
+    """The model's test data: its manifest's (its own chain's data.test_path), else the API's."""
     svc = services()
-    model = serving_model()
-    test_path: Path = svc.config.test_path
+    recorded = svc.fleet.manifest(name).get("test_path")
+    return Path(recorded) if recorded else svc.config.test_path
+
+
+def task_of(name: str, model: ServedModel | None = None) -> Any:
+    if model is not None and isinstance(model.metadata.get("task_config"), dict):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(model.metadata["task_config"])
+    return services().fleet.task_of(name) or services().config.task
+
+
+def _scoring(name: str | None) -> Any:
+    """Metrics of the served model on its test data (cached per model and test file)."""
+    svc = services()
+    model = serving_model(name)
+    name = model_name(name)
+    task = task_of(name, model)
+    test_path = test_path_of(name)
     try:
         stat = test_path.stat()
     except OSError:
@@ -183,16 +275,17 @@ def scoring() -> Any:
             started = time.perf_counter()
             try:
                 if model.task == "tabular":
-                    report = score_tabular(model.estimator or model.model_dir, test_path, svc.config.task)
+                    report = score_tabular(model.estimator or model.model_dir, test_path, task)
                 else:
                     report = score_nlu(model.predict_texts, test_path,
                                        int(svc.config.cfg.get("scoring", {}).get("batch_size", 256)))
             except ValueError as exc:
                 raise ApiError(503, f"cannot score on the test data ({test_path.name}): {exc}") from None
-            cached = {"model_version": model.version, "task": model.task, "test_data": test_path.name,
-                      "primary_metric": svc.config.task.primary_metric, "scored": _now(),
+            cached = {"model": name, "model_version": model.version, "task": model.task,
+                      "test_data": test_path.name, "primary_metric": task.primary_metric, "scored": _now(),
                       "seconds": round(time.perf_counter() - started, 3), **report}
-            svc.scoring_cache.clear()
+            while len(svc.scoring_cache) >= 8:
+                svc.scoring_cache.pop(next(iter(svc.scoring_cache)))
             svc.scoring_cache[key] = cached
             return {**cached, "cached": False}
     return {**cached, "cached": True}
@@ -205,11 +298,11 @@ def _no_diagnostics() -> ApiError:
                          f"or ask for ?refresh=1 with the {HEADER} header")
 
 
-def _diagnostics_report() -> dict[str, Any]:
+def _diagnostics_report(name: str) -> dict[str, Any]:
     from utils.monitoring.diagnostics_lib import read_diagnostics
 
     try:
-        report = read_diagnostics(services().config.paths)
+        report = read_diagnostics(services().config.paths.model(name))
     except ValueError as exc:
         raise ApiError(503, f"reports/diagnostics.json is unreadable ({exc}): rerun the diagnostics step") from None
     if not isinstance(report, dict):
@@ -217,12 +310,12 @@ def _diagnostics_report() -> dict[str, Any]:
     return report
 
 
-def _fresh_summary() -> dict[str, Any]:
+def _fresh_summary(name: str) -> dict[str, Any]:
     from utils.monitoring.diagnostics_lib import summary_stats
 
     svc = services()
     try:
-        stats = summary_stats(svc.config.paths, svc.config.task)
+        stats = summary_stats(svc.config.paths.model(name), task_of(name, svc.fleet.loaded(name)))
     except FileNotFoundError:
         raise ApiError(404, "no ingested dataset yet: run the data_ingestion step first") from None
     return {"summary_stats": {k: stats[k] for k in ("n_rows", "columns", "summary")},
@@ -231,41 +324,62 @@ def _fresh_summary() -> dict[str, Any]:
 
 @bp.get("/summarystats")
 def summarystats() -> Any:
+    return _summarystats(None)
+
+
+@bp.get("/models/<name>/summarystats")
+def model_summarystats(name: str) -> Any:
+    return _summarystats(name)
+
+
+def _summarystats(name: str | None) -> Any:
     """Summary statistics of the ingested data: from the last diagnostics run, or recomputed."""
+    name = model_name(name)
     if flag("refresh"):
         check_api_key()
-        return {"generated": _now(), "source": "recomputed", **_fresh_summary()}
-    report = _diagnostics_report()
-    return {"generated": report.get("generated"), "source": "reports/diagnostics.json",
+        return {"model": name, "generated": _now(), "source": "recomputed", **_fresh_summary(name)}
+    report = _diagnostics_report(name)
+    return {"model": name, "generated": report.get("generated"), "source": "reports/diagnostics.json",
             "model_version": report.get("model_version"), "summary_stats": report.get("summary_stats"),
             "missing_values": report.get("missing_values")}
 
 
 @bp.get("/diagnostics")
 def diagnostics() -> Any:
+    return _diagnostics(None)
+
+
+@bp.get("/models/<name>/diagnostics")
+def model_diagnostics(name: str) -> Any:
+    return _diagnostics(name)
+
+
+def _diagnostics(name: str | None) -> Any:
     """The diagnostics step's latest report (per-example predictions left out), or recomputed."""
+    name = model_name(name)
     if flag("refresh"):
         check_api_key()
-        return _recompute_diagnostics()
-    report = dict(_diagnostics_report())
+        return _recompute_diagnostics(name)
+    report = dict(_diagnostics_report(name))
     predictions = report.get("predictions")
     if isinstance(predictions, dict) and "rows" in predictions:
         report["predictions"] = {k: v for k, v in predictions.items() if k != "rows"}
     report.pop("state_dir", None)
-    return {"source": "reports/diagnostics.json", **report}
+    return {"model": name, "source": "reports/diagnostics.json", **report}
 
 
-def _recompute_diagnostics() -> dict[str, Any]:
+def _recompute_diagnostics(name: str) -> dict[str, Any]:
     """What the API can measure in-process: data, missing values, latency of the served model,
     installed vs pinned packages (no index lookups), system. Pipeline timing stays the step's."""
     from utils.monitoring import diagnostics_lib as dl
 
     svc = services()
-    model = svc.models.current()
-    report: dict[str, Any] = {"generated": _now(), "source": "recomputed", "task": svc.config.task.name,
+    model = svc.fleet.current(name)
+    report: dict[str, Any] = {"model": name, "generated": _now(), "source": "recomputed",
+                              "task": model.task if model else svc.fleet.manifest(name).get("task"),
                               "model_version": model.version if model else None}
     try:
-        report.update(_fresh_summary())
+        report.update(_fresh_summary(name))
     except ApiError as exc:
         report["summary_stats"] = report["missing_values"] = {"error": exc.message}
     report["timing"] = {"latency": _served_latency(model)}
@@ -296,11 +410,9 @@ def dashboard() -> Response:
     from api.dashboard import dashboard_context
 
     svc = services()
-    paths = svc.config.paths
-    context = dashboard_context(svc.store, paths.reports_dir, paths.predictions_db,
-                                svc.config.task.get("model_name"), svc.models.current())
+    context = dashboard_context(svc)
     response = Response(render_template("dashboard.html", **context), mimetype="text/html")
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'")
+        "form-action 'self'; frame-ancestors 'none'")
     return response

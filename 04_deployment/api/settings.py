@@ -30,6 +30,7 @@ class ApiSettings:
     """`api:` in config.yaml; every key can be overridden (`api.port=9000`)."""
 
     host: str = "127.0.0.1"               # bind address; anything else exposes the API
+    default_model: str | None = None      # the model of POST /prediction etc.; None: the only model
     port: int = 8000
     workers: int = 2                      # gunicorn worker processes
     threads: int = 4                      # threads per worker (gthread)
@@ -54,6 +55,13 @@ class ApiSettings:
                      "max_text_chars", "prediction_log_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"api.{name}={getattr(self, name)} (must be >= 1)")
+        if self.default_model is not None:
+            from utils.pipeline.paths import ModelNameError, check_model_name
+
+            try:
+                check_model_name(self.default_model)
+            except ModelNameError:
+                problems.append(f"api.default_model={self.default_model!r} (not a model name)")
         if self.reload_check_ms < 0:
             problems.append(f"api.reload_check_ms={self.reload_check_ms} (must be >= 0)")
         if problems:

@@ -76,7 +76,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def template_state(tmp_path_factory: pytest.TempPathFactory, model_dirs: dict[str, Path]) -> Path:
     """A state dir: attrition_model-v1 (deployed) and -v2 (not deployed), built once."""
     state = tmp_path_factory.mktemp("template") / "state"
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     add_version(store, "attrition_model-v1", model_dirs["v1"], score=0.53)
     add_version(store, "attrition_model-v2", model_dirs["v2"], score=0.55)
     store.deploy("attrition_model-v1", reason="test")

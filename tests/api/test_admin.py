@@ -24,7 +24,7 @@ def wait_job(client, job_id: str, timeout_s: float = 60.0) -> dict:
 
 
 def test_rollback_moves_production_and_the_served_model(client, state):
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     store.deploy("attrition_model-v2")
     r = client.post("/admin/rollback", headers=auth())
     assert r.status_code == 200, r.get_data(as_text=True)
@@ -52,7 +52,7 @@ def test_rollback_moves_the_registry_alias(make_app, state, empty_tracking_db, m
     for version in ("v1", "v2"):
         client_ml.create_model_version("attrition_model", str(model_dirs[version]))
     client_ml.set_registered_model_alias("attrition_model", "champion", "2")
-    ModelStore(state / "models").deploy("attrition_model-v2")
+    ModelStore(state / "models" / "attrition_model").deploy("attrition_model-v2")
     r = make_app(state).test_client().post("/admin/rollback", headers=auth())
     assert r.status_code == 200 and r.get_json()["registry"] == {"alias": "champion", "moved": True}
     assert str(client_ml.get_model_version_by_alias("attrition_model", "champion").version) == "1"
@@ -63,20 +63,20 @@ def fake_command(code: int, seconds: float = 0.0) -> list[str]:
 
 
 def test_retrain_runs_in_the_background_and_reports_its_state(client, state, monkeypatch):
-    import api.admin
+    from utils.models import management
 
     seen = {}
 
-    def command(state_dir, overrides):
-        seen["args"] = (state_dir, overrides)
+    def command(paths, name, extra):
+        seen["args"] = (paths.state_dir, name)
         return fake_command(0, 1.0)
 
-    monkeypatch.setattr(api.admin, "retrain_command", command)
+    monkeypatch.setattr(management, "retrain_command", command)
     r = client.post("/admin/retrain", headers=auth())
     assert r.status_code == 202, r.get_data(as_text=True)
     job_id = r.get_json()["job_id"]
     assert r.get_json()["links"]["job"] == f"/admin/jobs/{job_id}"
-    assert seen["args"][0] == state
+    assert seen["args"] == (state, "attrition_model")
     second = client.post("/admin/retrain", headers=auth())       # one at a time
     assert second.status_code == 409 and second.get_json()["error"]["job_id"] == job_id
     job = wait_job(client, job_id)
@@ -87,9 +87,9 @@ def test_retrain_runs_in_the_background_and_reports_its_state(client, state, mon
 
 
 def test_failed_job_and_unknown_ids(client, monkeypatch):
-    import api.admin
+    from utils.models import management
 
-    monkeypatch.setattr(api.admin, "retrain_command", lambda *a: fake_command(3))
+    monkeypatch.setattr(management, "retrain_command", lambda *a: fake_command(3))
     job_id = client.post("/admin/retrain", headers=auth()).get_json()["job_id"]
     job = wait_job(client, job_id)
     assert job["state"] == "failed" and job["returncode"] == 3 and "exit status 3" in job["error"]
@@ -99,20 +99,28 @@ def test_failed_job_and_unknown_ids(client, monkeypatch):
 
 
 def test_job_waits_for_no_one_when_the_pipeline_lock_is_held(client, state, monkeypatch):
-    import api.admin
+    from utils.models import management
 
-    monkeypatch.setattr(api.admin, "retrain_command", lambda *a: fake_command(0))
+    monkeypatch.setattr(management, "retrain_command", lambda *a: fake_command(0))
     with FileLock(str(state / "fullprocess.lock")):
         job_id = client.post("/admin/retrain", headers=auth()).get_json()["job_id"]
         job = wait_job(client, job_id)
     assert job["state"] == "failed" and "another pipeline run holds" in job["error"]
 
 
-def test_retrain_command_is_the_chain_from_training():
-    from api.jobs import retrain_command
+def test_retrain_command_is_the_models_chain_from_training(tmp_path):
+    from utils.models.catalog import write_manifest
+    from utils.models.management import retrain_command
+    from utils.pipeline.paths import StatePaths
 
-    cmd = retrain_command("/srv/x", ["task=tabular", "paths.state_dir=/elsewhere", "api.port=9000"])
+    paths = StatePaths.of(tmp_path / "x")
+    write_manifest(paths, "churn_eu", {"task": "tabular", "overrides": [
+        "task=tabular", "task.model_name=churn_eu", "data.source_dir=/data/eu", "training.C=0.5"]})
+    cmd = retrain_command(paths, "churn_eu", ["main.tracking_uri=http://127.0.0.1:5000"])
     assert cmd[1].endswith("main.py")
     assert "main.steps='model_training,model_scoring,model_deployment'" in cmd
-    assert cmd[-1] == "paths.state_dir=/srv/x" and "paths.state_dir=/elsewhere" not in cmd
-    assert "task=tabular" in cmd
+    assert cmd[-1] == f"paths.state_dir={paths.state_dir}"
+    assert {"task=tabular", "data.source_dir=/data/eu", "training.C=0.5", "task.model_name=churn_eu",
+            "main.tracking_uri=http://127.0.0.1:5000"} <= set(cmd)
+    with pytest.raises(Exception, match="no model 'other'.*churn_eu"):
+        retrain_command(paths, "other")

@@ -18,7 +18,7 @@ def test_retrain_and_rollback_through_the_api(make_app, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     run_main(state_dir=state)
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     assert store.production_version() == "attrition_model-v1"
 
     # forced, with other hyperparameters: the retrain makes and deploys a new version

@@ -36,7 +36,7 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
     from api.dashboard import PRIMARY_COLOR
     from utils.models.model_store import ModelStore
 
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     store.deploy("attrition_model-v2")          # two scored versions, one deployment more
     app = make_app(state)
     client = app.test_client()

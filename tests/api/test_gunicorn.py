@@ -100,7 +100,7 @@ def test_logs_written(server):
 def test_requests_in_flight_during_swaps_all_succeed(server):
     """Clients keep predicting while production flips between two versions: no failed request,
     and both workers move to each new version without a restart."""
-    store = ModelStore(server.state_dir / "models")
+    store = ModelStore(server.state_dir / "models" / "attrition_model")
     stop = threading.Event()
     results: list[tuple[int, str | None]] = []
     lock = threading.Lock()

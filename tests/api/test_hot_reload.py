@@ -25,7 +25,7 @@ def expected_p1(model_dir, record=RECORD) -> float:
 
 
 def test_follows_the_production_link(client, state):
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     assert client.post("/prediction", json={"records": [RECORD]}).get_json()["model_version"] == "attrition_model-v1"
     store.deploy("attrition_model-v2")
     assert client.post("/prediction", json={"records": [RECORD]}).get_json()["model_version"] == "attrition_model-v2"
@@ -35,7 +35,7 @@ def test_follows_the_production_link(client, state):
 
 
 def test_broken_version_keeps_the_old_model_serving(client, state, tmp_path, app):
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "MLmodel").write_text("flavors: {}\n")
@@ -55,7 +55,7 @@ def test_broken_version_keeps_the_old_model_serving(client, state, tmp_path, app
 def test_requests_in_flight_during_swaps_all_succeed_and_match_their_version(app, state, model_dirs):
     """Four threads predict while the link flips 20 times: no failure, and every answer's
     probability is that of the model version the answer names."""
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     expected = {"attrition_model-v1": expected_p1(model_dirs["v1"]),
                 "attrition_model-v2": expected_p1(model_dirs["v2"])}
     assert abs(expected["attrition_model-v1"] - expected["attrition_model-v2"]) > 1e-3
@@ -98,7 +98,7 @@ def test_reload_interval_and_admin_reload(make_app, state):
     app = make_app(state, "api.reload_check_ms=3600000")
     client = app.test_client()
     client.get("/health")
-    ModelStore(state / "models").deploy("attrition_model-v2")
+    ModelStore(state / "models" / "attrition_model").deploy("attrition_model-v2")
     assert client.get("/health").get_json()["model_version"] == "attrition_model-v1"   # not checked yet
     r = client.post("/admin/reload", headers=auth())
     assert r.status_code == 200
@@ -107,7 +107,7 @@ def test_reload_interval_and_admin_reload(make_app, state):
 
 
 def test_production_link_removed_keeps_serving(client, state):
-    (state / "models" / "production").unlink()
+    (state / "models" / "attrition_model" / "production").unlink()
     r = client.post("/prediction", json={"records": [RECORD]})
     assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
 
@@ -131,11 +131,11 @@ def test_model_selecting_columns_by_name_gets_a_dataframe(make_app, tmp_path):
     mlflow.sklearn.save_model(model, str(saved), signature=infer_signature(x, model.predict(x)),
                               pip_requirements=["scikit-learn"])
     state = tmp_path / "state"
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "attrition_model")
     add_version(store, "attrition_model-v1", saved)
     store.deploy("attrition_model-v1")
     app = make_app(state)
-    served = app.extensions["mlops"].models.current()
+    served = app.extensions["mlops"].fleet.current("attrition_model")
     assert served.takes_matrix is False and served.spec.columns == tuple(reversed(FEATURES))
     r = app.test_client().post("/prediction", json={"records": [RECORD]})
     assert r.status_code == 200, r.get_data(as_text=True)
@@ -144,4 +144,4 @@ def test_model_selecting_columns_by_name_gets_a_dataframe(make_app, tmp_path):
 
 
 def test_plain_pipeline_takes_the_fast_path(app):
-    assert app.extensions["mlops"].models.current().takes_matrix is True
+    assert app.extensions["mlops"].fleet.current("attrition_model").takes_matrix is True

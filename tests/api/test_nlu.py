@@ -13,7 +13,7 @@ from utils.monitoring.prediction_log import read_predictions
 @pytest.fixture
 def nlu_state(tmp_path, model_dirs):
     state = tmp_path / "state"
-    store = ModelStore(state / "models")
+    store = ModelStore(state / "models" / "nlu_query_model")
     add_version(store, "nlu_query_model-v1", model_dirs["nlu"], task="nlu", score=0.8, metric="exact_match")
     store.deploy("nlu_query_model-v1")
     test = tmp_path / "test.jsonl"

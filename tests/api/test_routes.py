@@ -60,7 +60,7 @@ def test_prediction_tabular_json(client, app):
     assert first["id"] == "abcd1234" and first["label"] in (0, 1) and set(first) == {"id", "label", "probability"}
     assert 0.5 <= first["probability"] <= 1.0
     # same answer as the model itself
-    estimator = app.extensions["mlops"].models.current().estimator
+    estimator = app.extensions["mlops"].fleet.current("attrition_model").estimator
     import pandas as pd
 
     expected = estimator.predict_proba(pd.DataFrame([RECORD])[list(estimator.feature_names_in_)])[0]
@@ -176,7 +176,7 @@ def test_500_is_json_with_request_id_and_logged(client, app, monkeypatch, caplog
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(app.extensions["mlops"].models.current(), "predict_matrix", boom)
+    monkeypatch.setattr(app.extensions["mlops"].fleet.current("attrition_model"), "predict_matrix", boom)
     r = client.post("/prediction", json={"records": [RECORD]})
     assert r.status_code == 500 and r.is_json
     rid = r.get_json()["error"]["request_id"]
@@ -244,8 +244,8 @@ def write_diagnostics(state):
               "summary_stats": {"n_rows": 3, "columns": ["a"], "summary": {"a": {"mean": 1.0}}},
               "missing_values": {"a": 0.0}, "timing": {"latency": {"p50_ms": 1.0, "p99_ms": 2.0}},
               "dependencies": {"n_mismatch": 0, "packages": []}, "system": {"python": "3.11"}}
-    (state / "reports").mkdir(exist_ok=True)
-    (state / "reports" / "diagnostics.json").write_text(json.dumps(report))
+    (state / "reports" / "attrition_model").mkdir(parents=True, exist_ok=True)
+    (state / "reports" / "attrition_model" / "diagnostics.json").write_text(json.dumps(report))
     return report
 
 
@@ -262,8 +262,8 @@ def test_summarystats_and_diagnostics_from_the_report(client, state):
 def test_refresh_recomputes(client, state, tmp_path):
     import shutil
 
-    ingested = state / "ingested"
-    ingested.mkdir()
+    ingested = state / "ingested" / "attrition_model"
+    ingested.mkdir(parents=True)
     shutil.copy(TEST_CSV, ingested / "finaldata.csv")
     body = client.get("/summarystats?refresh=1", headers=auth()).get_json()
     assert body["source"] == "recomputed" and body["summary_stats"]["n_rows"] == 400
@@ -284,18 +284,22 @@ def test_dashboard_renders_everything(client, state, app):
     client.post("/prediction", json={"records": [RECORD] * 3})
     app.extensions["mlops"].prediction_log.flush()
     write_diagnostics(state)
-    (state / "reports" / "drift.json").write_text(json.dumps({"drift_detected": True, "checked": "today"}))
+    (state / "reports" / "attrition_model" / "drift.json").write_text(json.dumps({
+        "time": "today", "signals": {"performance": True, "distribution": False},
+        "performance": {"reason": "f1 0.41 on the new rows < recorded 0.53"}}))
     r = client.get("/dashboard")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
     for fragment in ("attrition_model-v1", 'id="metric-history-plot"', "data:image/png;base64,",
-                     "Deployments", "drift_detected", "Last diagnostics", "(3 predictions)"):
+                     "Deployments", "drift: performance", "f1 0.41 on the new rows &lt; recorded 0.53",
+                     "diagnostics", "(3 predictions)", 'action="/admin/models/attrition_model/retrain"'):
         assert fragment in html, fragment
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert "form-action 'self'" in r.headers["Content-Security-Policy"]
 
 
 def test_dashboard_escapes_untrusted_text(client, state):
-    ModelStore(state / "models").append_history({"event": "deploy", "version": "<script>x</script>"})
+    ModelStore(state / "models" / "attrition_model").append_history({"event": "deploy", "version": "<script>x</script>"})
     html = client.get("/dashboard").get_data(as_text=True)
     assert "<script>x" not in html and "&lt;script&gt;" in html
 

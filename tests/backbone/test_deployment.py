@@ -32,7 +32,7 @@ def registered_store(state_dir, tmp_path, scores: dict[int, float]) -> ModelStor
     """Store versions m-v<N> with scores, each also a version of registered model `m`."""
     client = mlflow.MlflowClient()
     client.create_registered_model("m")
-    store = ModelStore(StatePaths.of(state_dir).models_dir)
+    store = ModelStore(StatePaths.of(state_dir).model("m").models_dir)
     for number, score in scores.items():
         src = fake_model(tmp_path, f"m{number}")
         client.create_model_version("m", str(src))

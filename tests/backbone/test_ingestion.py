@@ -35,7 +35,7 @@ def run_ingestion(state_dir: Path, source: Path, experiment_id: str) -> int:
 
 
 def record(state_dir: Path) -> list[dict]:
-    with open(StatePaths.of(state_dir).ingest_record, newline="") as fh:
+    with open(StatePaths.of(state_dir).model("attrition_model").ingest_record, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -54,7 +54,7 @@ def source(tmp_path: Path) -> Path:
 
 def test_ingests_all_files_and_dedups_rows(state_dir, source, tracking):
     assert run_ingestion(state_dir, source, tracking) == 0
-    final = pd.read_csv(StatePaths.of(state_dir).finaldata_csv)
+    final = pd.read_csv(StatePaths.of(state_dir).model("attrition_model").finaldata_csv)
     raw = pd.concat([pd.read_csv(p) for p in sorted(source.glob("*.csv"))])
     assert len(raw) > len(final) == len(raw.drop_duplicates())
     assert [r["status"] for r in record(state_dir)] == ["ingested"] * 3
@@ -62,7 +62,7 @@ def test_ingests_all_files_and_dedups_rows(state_dir, source, tracking):
 
 
 def test_rerun_with_nothing_new_does_no_work(state_dir, source, tracking):
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("attrition_model")
     run_ingestion(state_dir, source, tracking)
     before = (paths.ingest_record.read_bytes(), paths.finaldata_csv.stat().st_mtime_ns)
     assert run_ingestion(state_dir, source, tracking) == 0
@@ -71,12 +71,12 @@ def test_rerun_with_nothing_new_does_no_work(state_dir, source, tracking):
 
 def test_renamed_copy_is_recorded_as_duplicate(state_dir, source, tracking):
     run_ingestion(state_dir, source, tracking)
-    rows_before = len(pd.read_csv(StatePaths.of(state_dir).finaldata_csv))
+    rows_before = len(pd.read_csv(StatePaths.of(state_dir).model("attrition_model").finaldata_csv))
     shutil.copy(source / "dataset1.csv", source / "export_copy.csv")
     assert run_ingestion(state_dir, source, tracking) == 0
     last = record(state_dir)[-1]
     assert last["file"].endswith("export_copy.csv") and last["status"] == "duplicate"
-    assert len(pd.read_csv(StatePaths.of(state_dir).finaldata_csv)) == rows_before
+    assert len(pd.read_csv(StatePaths.of(state_dir).model("attrition_model").finaldata_csv)) == rows_before
 
 
 @pytest.mark.parametrize("name, content, reason", [
@@ -95,7 +95,7 @@ def test_bad_file_is_quarantined_with_reason_and_rest_goes_on(state_dir, source,
     (source / name).write_bytes(content)
     raw_before = snapshot(source)
     assert run_ingestion(state_dir, source, tracking) == 0
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("attrition_model")
     rows = {Path(r["file"]).name: r for r in record(state_dir)}
     assert rows[name]["status"] == "quarantined"
     assert reason in rows[name]["reason"], rows[name]["reason"]
@@ -121,7 +121,7 @@ def test_missing_source_dir_fails_clearly(state_dir, tmp_path, tracking, caplog)
 
 def test_changed_file_is_rehashed_and_new_rows_added(state_dir, source, tracking):
     run_ingestion(state_dir, source, tracking)
-    final = StatePaths.of(state_dir).finaldata_csv
+    final = StatePaths.of(state_dir).model("attrition_model").finaldata_csv
     n = len(pd.read_csv(final))
     with open(source / "dataset1.csv", "a") as fh:
         fh.write("zzzz9999,10,200,30,1\n")

@@ -44,7 +44,7 @@ def test_chain_builds_parent_with_nested_step_runs(tabular_chain):
 
 def test_chain_registers_and_deploys_champion(tabular_chain):
     client = client_for(tabular_chain)
-    store = ModelStore(StatePaths.of(tabular_chain).models_dir)
+    store = ModelStore(StatePaths.of(tabular_chain).model("attrition_model").models_dir)
     assert store.production_version() == "attrition_model-v1"
     champion = client.get_model_version_by_alias("attrition_model", "champion")
     assert str(champion.version) == "1"
@@ -58,7 +58,7 @@ def test_chain_registers_and_deploys_champion(tabular_chain):
 def test_production_model_predicts(tabular_chain):
     import pandas as pd
 
-    model = mlflow.pyfunc.load_model(str(ModelStore(StatePaths.of(tabular_chain).models_dir).production_model_dir()))
+    model = mlflow.pyfunc.load_model(str(ModelStore(StatePaths.of(tabular_chain).model("attrition_model").models_dir).production_model_dir()))
     frame = pd.DataFrame({"lastmonth_activity": [0.0, 900.0], "lastyear_activity": [500.0, 600.0],
                           "number_of_employees": [3.0, 400.0]})
     assert set(model.predict(frame)) <= {0, 1}
@@ -75,7 +75,7 @@ def test_second_run_reuses_steps_and_changed_params_retrain(tmp_path):
     assert len(client.search_model_versions("name = 'attrition_model'")) == 1
     changed = run_main(CORE, "training.C=0.01", "deployment.force=true", state_dir=state)
     assert "reused steps:      data_ingestion\n" in changed.stdout
-    assert ModelStore(StatePaths.of(state).models_dir).production_version() == "attrition_model-v2"
+    assert ModelStore(StatePaths.of(state).model("attrition_model").models_dir).production_version() == "attrition_model-v2"
     # rollback returns production and the alias to v1
     subprocess.run([sys.executable, str(REPO_ROOT / "04_deployment" / "deployment.py"), "--rollback",
                     "--state-dir", str(state)], check=True, capture_output=True)
@@ -89,7 +89,7 @@ def test_same_data_and_seed_give_same_metrics(tmp_path):
         state = tmp_path / name
         state.mkdir()
         run_main("main.steps='data_ingestion,model_training,model_scoring'", state_dir=state)
-        scores = ModelStore(StatePaths.of(state).models_dir).read_scores("attrition_model-v1")
+        scores = ModelStore(StatePaths.of(state).model("attrition_model").models_dir).read_scores("attrition_model-v1")
         metrics.append(scores["metrics"])
     assert metrics[0] == metrics[1]
 
@@ -114,7 +114,7 @@ def test_failed_step_leaves_production_serving(tabular_chain, tmp_path):
     proc = run_main(CORE, "training.solver=no-such-solver", "main.reuse_runs=false", state_dir=state,
                     check=False)
     assert proc.returncode != 0 and "step model_training failed" in proc.stderr
-    assert ModelStore(StatePaths.of(state).models_dir).production_version() == "attrition_model-v1"
+    assert ModelStore(StatePaths.of(state).model("attrition_model").models_dir).production_version() == "attrition_model-v1"
 
 
 @pytest.mark.slow
@@ -150,4 +150,4 @@ def test_step_runs_in_isolated_uv_environment(tmp_path):
     [run] = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
              if r.data.tags.get("pipeline.step") == "data_ingestion"]
     assert run.data.tags.get("mlflow.project.env") == "uv"
-    assert (StatePaths.of(state).finaldata_csv).is_file()
+    assert (StatePaths.of(state).model("attrition_model").finaldata_csv).is_file()

@@ -64,7 +64,7 @@ def add_tabular_version(store: ModelStore, number: int, train: pd.DataFrame, sco
 
 def build_tabular_state(state_dir: Path) -> dict[str, Any]:
     """Ingested data (with a missing value), a test CSV, and versions v1..v3 (v1, v3 deployed)."""
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("attrition_model")
     ingested = tabular_frame(300, seed=1)
     ingested.loc[[3, 7], "number_of_employees"] = np.nan   # 2 of 300 missing: 0.6667 %
     paths.ingested_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def build_nlu_state(state_dir: Path) -> dict[str, Any]:
     """Ingested JSONL (with empty fields), a test JSONL and the rule model deployed as v1."""
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("query_model")
     write_jsonl(paths.finaldata_jsonl, NLU_INGESTED)
     test_path = write_jsonl(state_dir / "test.jsonl", NLU_TEST)
     store = ModelStore(paths.models_dir)

@@ -118,12 +118,12 @@ def copy_of(tmp_path, empty_tracking_db):
 def test_without_production_model_the_rest_is_still_reported(tabular, copy_of, empty_tracking_db):
     diagnostics, _ = load_steps()
     root = copy_of(tabular)
-    (root / "models" / "production").unlink()
+    (root / "models" / "attrition_model" / "production").unlink()
     with tracking_at(root, empty_tracking_db) as experiment_id:
         config = diagnostics_config({**tabular, "paths": type(tabular["paths"]).of(root)}, TABULAR_TASK)
         code, _ = run_in_pipeline(diagnostics.go, config, "diagnostics", experiment_id)
     assert code == 0
-    d = json.loads((root / "reports" / "diagnostics.json").read_text())
+    d = json.loads((root / "reports" / "attrition_model" / "diagnostics.json").read_text())
     assert d["model_version"] is None and "no production model" in d["predictions"]["error"]
     assert "error" in d["timing"]["latency"]
     assert d["summary_stats"]["n_rows"] == 300
@@ -137,9 +137,9 @@ def test_production_of_another_model_is_not_used(tabular, copy_of, empty_trackin
         config = diagnostics_config({**tabular, "paths": type(tabular["paths"]).of(root)}, task)
         code, _ = run_in_pipeline(diagnostics.go, config, "diagnostics", experiment_id)
     assert code == 0
-    d = json.loads((root / "reports" / "diagnostics.json").read_text())
+    d = json.loads((root / "reports" / "attrition_model" / "diagnostics.json").read_text())
     assert "not a version of other_model" in d["predictions"]["error"]
-    assert ModelStore(root / "models").production_version() == "attrition_model-v3"
+    assert ModelStore(root / "models" / "attrition_model").production_version() == "attrition_model-v3"
 
 
 @pytest.mark.parametrize("problem", ["missing", "bad_columns"])

@@ -24,7 +24,7 @@ from utils.monitoring.prediction_log import LoggedBatch, PredictionLog
 
 @pytest.fixture
 def paths(state_dir: Path, empty_tracking_db: Path) -> StatePaths:
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("attrition_model")
     shutil.copy(empty_tracking_db, paths.mlflow_db)
     paths.ingested_dir.mkdir(parents=True)
     return paths
@@ -121,6 +121,8 @@ class ConstantNlu(mlflow.pyfunc.PythonModel):
 
 @pytest.mark.skipif(not (REPO_ROOT / "utils/conf/task/nlu.yaml").is_file(), reason="no NLU task config")
 def test_nlu_drift_and_performance(paths: StatePaths, tmp_path: Path) -> None:
+    paths = paths.model("nlu_query_model")
+    paths.ingested_dir.mkdir(parents=True)
     rng = random.Random(1)
 
     def as_examples(generated: tuple, first_id: int) -> list[NluExample]:

@@ -50,7 +50,7 @@ def ingested(tmp_path: Path) -> tuple[Path, Path]:
     source, state = tmp_path / "source", tmp_path / "state"
     shutil.copytree(TABULAR_SOURCE, source)
     mark_ingested(state, source)
-    shutil.copy(source / "dataset1.csv", StatePaths.of(state).finaldata_csv)
+    shutil.copy(source / "dataset1.csv", StatePaths.of(state).model("attrition_model").finaldata_csv)
     return state, source
 
 
@@ -216,7 +216,7 @@ def test_a_chain_orphaned_by_a_dead_tick_is_stopped(ingested, tmp_path: Path) ->
     fake_main = tmp_path / "main.py"
     fake_main.write_text("import time\ntime.sleep(600)\n")
     orphan = subprocess.Popen([PYTHON, str(fake_main)], start_new_session=True)
-    paths = StatePaths.of(state)
+    paths = StatePaths.of(state).model("attrition_model")
     TickState(chain={"pgid": orphan.pid, "steps": "model_training", "tick": "dead"}).save(paths)
     proc = run_tick(state, source)
     assert proc.returncode == 0, proc.stderr

@@ -33,7 +33,7 @@ def parent_runs(state: Path, step: str) -> list:
 
 
 def production(state: Path) -> str | None:
-    return ModelStore(StatePaths.of(state).models_dir).production_version()
+    return ModelStore(StatePaths.of(state).model("attrition_model").models_dir).production_version()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def clone(trained: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
     state, source = tmp_path / "state", tmp_path / "src"
     shutil.copytree(source0, source)                  # copy2: sizes and mtimes kept
     shutil.copytree(state0, state, symlinks=True)
-    paths = StatePaths.of(state)
+    paths = StatePaths.of(state).model("attrition_model")
     record = IngestRecord.load(paths.ingest_record)
     for row in record.rows:
         row.file = row.file.replace(str(source0), str(source))
@@ -69,12 +69,12 @@ def test_new_file_is_ingested_once_and_the_next_tick_is_a_noop(tmp_path: Path) -
     assert first.returncode == 0, first.stderr
     summary = summary_of(first)
     assert summary["new_files"] == ["part1.csv"] and summary["decision"] == "no-retrain"
-    record = IngestRecord.load(StatePaths.of(state).ingest_record)
+    record = IngestRecord.load(StatePaths.of(state).model("attrition_model").ingest_record)
     assert [(Path(r.file).name, r.status) for r in record.rows] == [("part1.csv", "ingested")]
     second = run_tick(state, source, "drift.policy=never")
     assert second.returncode == 0 and summary_of(second)["status"] == "noop"
     assert len(parent_runs(state, "data_ingestion")) == 1
-    assert len(IngestRecord.load(StatePaths.of(state).ingest_record).rows) == 1
+    assert len(IngestRecord.load(StatePaths.of(state).model("attrition_model").ingest_record).rows) == 1
 
 
 def test_chain_timeout_kills_the_process_group(tmp_path: Path, webhook_server) -> None:
@@ -82,7 +82,7 @@ def test_chain_timeout_kills_the_process_group(tmp_path: Path, webhook_server) -
     url, received = webhook_server
     source, state = tmp_path / "src", tmp_path / "state"
     source.mkdir()
-    paths = StatePaths.of(state)
+    paths = StatePaths.of(state).model("attrition_model")
     TickState(pending={"reason": "drift (performance)", "since": "earlier", "attempts": 1}).save(paths)
     started = time.monotonic()
     proc = run_tick(state, source, "fullprocess.timeout_s=2", f"notify.webhook.url={url}/hook")
@@ -116,7 +116,7 @@ def test_labels_the_model_gets_wrong_drift_retrain_and_deploy(trained, tmp_path:
     assert summary["production_before"] == "attrition_model-v1"
     assert summary["production_after"] == summary["trained_version"] == "attrition_model-v2"
     assert summary["deployed"] is True and production(state) == "attrition_model-v2"
-    drift = json.loads((state / "reports" / "drift.json").read_text())
+    drift = json.loads((state / "reports" / "attrition_model" / "drift.json").read_text())
     assert drift["n_new"] == 300 and drift["performance"]["new_score"] < drift["performance"]["recorded_score"]
     assert len(parent_runs(state, "model_training")) == 2          # main.py's + the tick's
     again = run_tick(state, source, *FAST_CHAIN)
@@ -156,7 +156,7 @@ def test_twenty_ticks_at_once_run_exactly_one_chain(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_tick_killed_mid_chain_is_recovered_by_the_next(trained, tmp_path: Path) -> None:
     state, source = clone(trained, tmp_path)
-    paths = StatePaths.of(state)
+    paths = StatePaths.of(state).model("attrition_model")
     write_csv(generate(300, seed=10, id_prefix="k"), source / "new.csv")
     source_before = tree_digest(source)
     tick = subprocess.Popen(tick_cmd(state, source, *FAST_CHAIN, "drift.policy=always"), cwd=tmp_path,

@@ -34,7 +34,7 @@ def nlu_chain(tmp_path_factory, generated, tiny_encoder) -> Path:
 
 
 def test_nlu_chain_deploys_a_scored_model(nlu_chain):
-    store = ModelStore(StatePaths.of(nlu_chain).models_dir)
+    store = ModelStore(StatePaths.of(nlu_chain).model("nlu_query_model").models_dir)
     assert store.production_version() == "nlu_query_model-v1"
     scores = store.read_scores("nlu_query_model-v1")
     assert scores["primary_metric"] == "exact_match"
@@ -43,7 +43,7 @@ def test_nlu_chain_deploys_a_scored_model(nlu_chain):
 
 
 def test_nlu_ingestion_dedups_and_quarantines(nlu_chain):
-    paths = StatePaths.of(nlu_chain)
+    paths = StatePaths.of(nlu_chain).model("nlu_query_model")
     rows = [json.loads(line) for line in paths.finaldata_jsonl.read_text().splitlines()]
     assert len(rows) == len({(r["text"], r["intent"], tuple(r["tags"])) for r in rows}) <= 240
     reasons = list(paths.quarantine_dir.glob("*broken.jsonl.reason.txt"))
@@ -51,7 +51,7 @@ def test_nlu_ingestion_dedups_and_quarantines(nlu_chain):
 
 
 def test_deployed_nlu_model_returns_spans_with_offsets(nlu_chain):
-    model_dir = ModelStore(StatePaths.of(nlu_chain).models_dir).production_model_dir()
+    model_dir = ModelStore(StatePaths.of(nlu_chain).model("nlu_query_model").models_dir).production_model_dir()
     model = mlflow.pyfunc.load_model(str(model_dir))
     text = "monthly  rainfall in northern Kenya 2015 to 2020 as geotiff"
     out = model.predict([text])

@@ -30,7 +30,8 @@ class FakeApi(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _record(self, body: bytes | None) -> None:
-        FakeApi.requests.append({"method": self.command, "path": self.path,
+        FakeApi.requests.append({"method": self.command, "path": self.path.split("?")[0],
+                                 "query": self.path.partition("?")[2],
                                  "api_key": self.headers.get("X-API-Key"),
                                  "json": json.loads(body) if body else None})
 
@@ -42,10 +43,11 @@ class FakeApi(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         self._record(None)
-        if self.path == "/scoring":
+        path = self.path.split("?")[0]
+        if path == "/scoring":
             self._answer(self.scoring_status, {"f1": 0.5} if self.scoring_status == 200 else {"error": "boom"})
         else:
-            self._answer(200, {"endpoint": self.path})
+            self._answer(200, {"endpoint": path})
 
     def log_message(self, *args):
         pass
@@ -69,7 +71,7 @@ def test_calls_every_endpoint_and_records_answers(api, apicalls, tmp_path, monke
     code = apicalls.main(["--url", api, "--api-key-env", "MLOPS_TEST_KEY", "--state-dir", str(tmp_path),
                           "--examples", "3", f"data.test_path={TEST_CSV}"])
     assert code == 0
-    lines = (tmp_path / "reports" / "apireturns.txt").read_text().splitlines()
+    lines = (tmp_path / "reports" / "attrition_model" / "apireturns.txt").read_text().splitlines()
     docs = [json.loads(line) for line in lines]       # one JSON document per endpoint
     assert [d["endpoint"] for d in docs] == ["/prediction", "/scoring", "/summarystats", "/diagnostics"]
     assert all(d["status"] == 200 and d["ok"] and d["elapsed_ms"] >= 0 for d in docs)
@@ -87,7 +89,7 @@ def test_endpoint_error_is_recorded_and_exit_1(api, apicalls, tmp_path, monkeypa
     FakeApi.scoring_status = 500
     code = apicalls.main(["--url", api, "--state-dir", str(tmp_path), f"data.test_path={TEST_CSV}"])
     assert code == 1
-    docs = [json.loads(x) for x in (tmp_path / "reports" / "apireturns.txt").read_text().splitlines()]
+    docs = [json.loads(x) for x in (tmp_path / "reports" / "attrition_model" / "apireturns.txt").read_text().splitlines()]
     scoring = docs[1]
     assert scoring["status"] == 500 and scoring["ok"] is False and scoring["response"] == {"error": "boom"}
     assert FakeApi.requests[0]["api_key"] is None
@@ -104,7 +106,7 @@ def test_unreachable_api_exits_non_zero_with_a_clear_message(tmp_path):
     assert proc.returncode == 3
     assert f"API is not reachable at http://127.0.0.1:{port}" in proc.stderr
     assert "./run_pipeline.sh serve" in proc.stderr
-    assert not (tmp_path / "reports" / "apireturns.txt").exists()
+    assert not (tmp_path / "reports" / "attrition_model" / "apireturns.txt").exists()
 
 
 def test_nlu_prediction_payload_is_texts(apicalls, tmp_path):

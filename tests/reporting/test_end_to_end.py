@@ -16,7 +16,7 @@ def test_main_all_writes_diagnostics_and_report(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     run_main("main.steps='all'", "diagnostics.pypi_url=null", "diagnostics.latency_calls=50", state_dir=state)
-    reports = state / "reports"
+    reports = state / "reports" / "attrition_model"
     for name in ("diagnostics.json", "confusionmatrix.png", "metric_history.png", "report.html"):
         assert (reports / name).is_file() and (reports / name).stat().st_size > 1000, name
     d = json.loads((reports / "diagnostics.json").read_text())

@@ -133,10 +133,10 @@ def tabular_copy(tabular, tmp_path, empty_tracking_db):
 def test_drift_results_are_shown_when_present(tabular_copy):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
-    write_drift(StatePaths.of(root), drift=True)
+    write_drift(StatePaths.of(root).model("attrition_model"), drift=True)
     code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
     assert code == 0
-    html = (root / "reports" / "report.html").read_text()
+    html = (root / "reports" / "attrition_model" / "report.html").read_text()
     drift = html[html.index('<section id="drift">'):]
     assert "drift detected" in drift and "2026-01-02T03:04:05+0000" in drift
     assert "lastmonth_activity.ks_pvalue" in drift and "0.0012" in drift
@@ -147,7 +147,7 @@ def test_drift_results_are_shown_when_present(tabular_copy):
 def test_reporting_without_diagnostics_fails_clearly(tabular_copy, caplog):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
-    (root / "reports" / "diagnostics.json").unlink()
+    (root / "reports" / "attrition_model" / "diagnostics.json").unlink()
     code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
     assert code == 2 and "run the diagnostics step" in caplog.text
 

@@ -31,3 +31,20 @@ def set_champion_alias(version: str, tracking_uri: str | None = None) -> None:
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri) if tracking_uri else mlflow.MlflowClient()
     client.set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
+
+
+def move_champion_alias(version: str, tracking_uri: str | None) -> dict[str, object]:
+    """Move `<model>@champion` to ``version``; the store stays the source of truth if it fails."""
+    import logging
+
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():    # do not create an empty tracking DB just to fail on it
+            return {"alias": CHAMPION_ALIAS, "moved": False, "error": f"no tracking database at {db.name}"}
+    try:
+        set_champion_alias(version, tracking_uri)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("registry").warning("production is %s, but the registry alias was not moved: %s",
+                                              version, exc)
+        return {"alias": CHAMPION_ALIAS, "moved": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    return {"alias": CHAMPION_ALIAS, "moved": True}

@@ -112,3 +112,12 @@ def pyfunc_rows(model: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
     if len(rows) != len(texts):
         raise ValueError(f"NLU model returned {len(rows)} rows for {len(texts)} texts")
     return rows
+
+
+def score_model_dir(model_dir: Path, task: Any, test_path: Path, batch_size: int = 256) -> dict[str, Any]:
+    """Score a store model folder by its task (the model_scoring step, evaluation, monitoring)."""
+    if task.name == "tabular":
+        return score_tabular(model_dir, test_path, task)
+    if task.name == "nlu":
+        return score_nlu(model_dir, test_path, batch_size)
+    raise ValueError(f"unknown task {task.name!r}: expected tabular or nlu")

@@ -147,7 +147,7 @@ def logged_inputs(paths: StatePaths, since: float | None, task: DictConfig) -> A
     from utils.monitoring.prediction_log import read_predictions
 
     rows = [r for r in read_predictions(paths.predictions_db, since=since, limit=MAX_LOGGED_REQUESTS)
-            if r.get("task") == task.name]
+            if r.get("task") == task.name and str(r.get("model_version", "")).startswith(f"{task.model_name}-v")]
     if task.name == "tabular":
         import pandas as pd
 

@@ -1,6 +1,6 @@
 """What the cron tick remembers between runs, and the tick history (standard library only).
 
-`${state_dir}/fullprocess.state.json`:
+`models/<model>/tick_state.json` (one per model, see StatePaths.tick_state_file):
 
 * `reference` — the ingested dataset as of the last finished drift check: a hard link
   (`ingested/drift_reference.csv|.jsonl`) to that file plus its stat. Ingestion replaces the
@@ -12,6 +12,8 @@
 * `chain` — the process group of the chain running now, so a tick that finds its
   predecessor dead can stop that predecessor's orphaned chain.
 * `notified` — when each kind of notification was last sent (repeats are throttled).
+* `last_retrain`, `last_monitor` — when the schedule (`schedule.retrain_every`,
+  `schedule.monitor_every`) last ran; a missed tick catches up once, not once per period.
 
 `${state_dir}/logs/ticks.jsonl` holds one JSON summary line per tick, newest last; the
 dashboard and `/diagnostics` read it with `read_ticks`.
@@ -32,7 +34,7 @@ HISTORY_NAME = "ticks.jsonl"
 
 
 def state_file(paths: StatePaths) -> Path:
-    return paths.state_dir / "fullprocess.state.json"
+    return paths.tick_state_file
 
 
 def history_file(paths: StatePaths) -> Path:
@@ -61,6 +63,8 @@ class TickState:
     pending: dict[str, Any] | None = None     # {"reason", "since", "attempts"}
     chain: dict[str, Any] | None = None       # {"pgid", "started", "tick"}
     notified: dict[str, float] = field(default_factory=dict)
+    last_retrain: float | None = None         # epoch seconds of the last scheduled/decided retrain
+    last_monitor: float | None = None         # epoch seconds of the last scheduled monitoring
 
     @classmethod
     def load(cls, paths: StatePaths) -> "TickState":
@@ -71,7 +75,7 @@ class TickState:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return cls()  # written atomically, so only a hand-edited file lands here
-        return cls(**{k: raw.get(k) for k in ("reference", "pending", "chain")},
+        return cls(**{k: raw.get(k) for k in ("reference", "pending", "chain", "last_retrain", "last_monitor")},
                    notified=raw.get("notified") or {})
 
     def save(self, paths: StatePaths) -> None:

@@ -1,0 +1,114 @@
+"""Management actions on one model, shared by the CLI (04_deployment/manage.py), the API's
+admin routes and the cron tick: pause, resume, evaluate, rollback, delete, the retrain command.
+
+Each action holds the model's management lock (catalog.managing): two actions on one model
+at once get ModelBusy (409 in the API, exit 1 in the CLI), never a half-done mix.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from utils.models.catalog import (
+    CatalogError,
+    Control,
+    append_monitoring,
+    delete_model,
+    managing,
+    read_manifest,
+    require_model,
+    set_paused,
+)
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import REPO_ROOT, StatePaths
+
+RETRAIN_STEPS = ("model_training", "model_scoring", "model_deployment")
+
+
+def pause(paths: StatePaths, name: str, reason: str = "", by: str = "cli") -> Control:
+    with managing(paths, name, "pause"):
+        return set_paused(paths, name, True, reason, by)
+
+
+def resume(paths: StatePaths, name: str, reason: str = "", by: str = "cli") -> Control:
+    with managing(paths, name, "resume"):
+        return set_paused(paths, name, False, reason, by)
+
+
+def retrain_command(paths: StatePaths, name: str, extra_overrides: Sequence[str] = (),
+                    steps: Sequence[str] = RETRAIN_STEPS) -> list[str]:
+    """main.py for this model (its manifest's overrides) from training to deployment."""
+    require_model(paths, name)
+    manifest = read_manifest(paths, name)
+    if not manifest:
+        raise CatalogError(f"model {name!r} has no manifest (models/{name}/model.json): run its chain "
+                           "once with main.py so the pipeline knows its task and data")
+    recorded = [o for o in manifest.get("overrides") or []
+                if not o.lstrip("+~").startswith(("task.model_name=", "paths.state_dir=", "main.steps="))]
+    return [sys.executable, str(REPO_ROOT / "main.py"), *recorded, *extra_overrides,
+            f"task.model_name={name}", f"main.steps='{','.join(steps)}'", f"paths.state_dir={paths.state_dir}"]
+
+
+def evaluate(paths: StatePaths, name: str, test_path: Path | None = None, batch_size: int = 256,
+             source: str = "evaluate") -> dict[str, Any]:
+    """Score production on the model's test data now; the metrics go to its monitoring history."""
+    with managing(paths, name, "evaluate"):
+        return _evaluate(paths, name, test_path, batch_size, source)
+
+
+def monitor(paths: StatePaths, name: str, test_path: Path | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """The tick's scheduled evaluation (same as evaluate, recorded as `monitor`)."""
+    return evaluate(paths, name, test_path, batch_size, source="monitor")
+
+
+def _evaluate(paths: StatePaths, name: str, test_path: Path | None, batch_size: int,
+              source: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from utils.models.scoring_lib import score_model_dir
+
+    require_model(paths, name)
+    store = ModelStore(paths.model(name).models_dir)
+    version = store.production_version()
+    if version is None:
+        raise CatalogError(f"model {name!r} has no production version to evaluate: deploy one first")
+    metadata = store.read_metadata(version)
+    manifest = read_manifest(paths, name) or {}
+    task_config = metadata.get("task_config") or manifest.get("task_config")
+    if not isinstance(task_config, dict):
+        raise CatalogError(f"{version}: metadata.json has no task_config (trained before it was recorded); "
+                           "retrain the model to evaluate it")
+    task = OmegaConf.create(task_config)
+    test = Path(test_path or manifest.get("test_path") or "")
+    if not test.exists():
+        raise CatalogError(f"model {name!r}: test data {test} does not exist; rerun its chain with "
+                           "data.test_path=<labelled test data>")
+    try:
+        report = score_model_dir(store.model_dir(version), task, test, batch_size)
+    except ValueError as exc:
+        raise CatalogError(f"model {name!r}: cannot score on {test}: {exc}") from None
+    record = {"version": version, "primary_metric": task.primary_metric, "metrics": report["metrics"],
+              "score": report["metrics"].get(task.primary_metric), "test_data": str(test), "source": source}
+    append_monitoring(paths, name, record)
+    return record
+
+
+def rollback(paths: StatePaths, name: str, tracking_uri: str | None, by: str = "cli",
+             **details: Any) -> dict[str, Any]:
+    """Production of this model back to the version the current one replaced; alias follows."""
+    from utils.models.registry import move_champion_alias
+
+    with managing(paths, name, "rollback"):
+        require_model(paths, name)
+        event = ModelStore(paths.model(name).models_dir).rollback(source=by, **details)
+        return {"event": event, "registry": move_champion_alias(event["version"], tracking_uri)}
+
+
+def delete(paths: StatePaths, name: str, tracking_uri: str | None, default_model: str | None = None,
+           by: str = "cli") -> dict[str, Any]:
+    if default_model and name == default_model:
+        raise CatalogError(f"model {name!r} is api.default_model: set api.default_model to another model "
+                           "(or null) before deleting it")
+    with managing(paths, name, "delete"):
+        return delete_model(paths, name, by=by, tracking_uri=tracking_uri)
