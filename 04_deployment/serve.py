@@ -111,7 +111,7 @@ def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[s
         log.warning("$%s is not set: /scoring, ?refresh=1 and /admin/* will answer 403 "
                     "(e.g. %s=$(openssl rand -hex 32) ./run_pipeline.sh serve)",
                     settings.api_key_env, settings.api_key_env)
-    log.info("serving %s on http://%s (workers=%d threads=%d); logs in %s", paths.models_dir / "production",
+    log.info("serving every model of %s on http://%s (workers=%d threads=%d); logs in %s", paths.models_root,
              bind_address(settings.host, settings.port), settings.workers, settings.threads, api_paths.root)
     return gunicorn_command(settings, API_DIR / "api" / "gunicorn_conf.py"), env
 

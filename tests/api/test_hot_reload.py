@@ -102,7 +102,9 @@ def test_reload_interval_and_admin_reload(make_app, state):
     assert client.get("/health").get_json()["model_version"] == "attrition_model-v1"   # not checked yet
     r = client.post("/admin/reload", headers=auth())
     assert r.status_code == 200
-    assert r.get_json() == {"model_version": "attrition_model-v2", "previous": "attrition_model-v1", "error": None}
+    body = r.get_json()
+    assert (body["model"], body["model_version"], body["previous"], body["error"]) == (
+        "attrition_model", "attrition_model-v2", "attrition_model-v1", None)
     assert client.get("/health").get_json()["model_version"] == "attrition_model-v2"
 
 

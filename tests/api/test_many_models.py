@@ -1,0 +1,214 @@
+"""One API, many models: /models, per-model routes, the default model, management routes.
+
+The state dir holds a tabular model (attrition_model, two versions) and an NLU stand-in
+(nlu_query_model), each in its own namespace, as two chains of main.py would leave them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.api.conftest import RECORD, TEST_CSV, add_version, auth
+from utils.models.catalog import read_control, read_monitoring, write_manifest
+from utils.models.model_store import ModelStore
+from utils.pipeline.paths import StatePaths
+
+pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+NLU_TEST = [{"text": "hello Anna", "intent": "greet", "tags": ["O", "B-name"]},
+            {"text": "status of order", "intent": "status", "tags": ["O", "O", "O"]}]
+
+
+@pytest.fixture
+def two_models(state, model_dirs, tmp_path):
+    """state (attrition_model) + nlu_query_model deployed; manifests as main.py writes them."""
+    nlu_store = ModelStore(state / "models" / "nlu_query_model")
+    add_version(nlu_store, "nlu_query_model-v1", model_dirs["nlu"], task="nlu", score=0.8, metric="exact_match")
+    nlu_store.deploy("nlu_query_model-v1")
+    nlu_test = tmp_path / "nlu_test.jsonl"
+    nlu_test.write_text("".join(json.dumps(x) + "\n" for x in NLU_TEST))
+    paths = StatePaths.of(state)
+    write_manifest(paths, "attrition_model", {"task": "tabular", "primary_metric": "f1", "overrides": [],
+                                              "test_path": str(TEST_CSV), "schedule": {"retrain_every": "7d"}})
+    write_manifest(paths, "nlu_query_model", {
+        "task": "nlu", "primary_metric": "exact_match", "overrides": ["task=nlu"], "test_path": str(nlu_test),
+        "task_config": {"name": "nlu", "model_name": "nlu_query_model", "primary_metric": "exact_match"}})
+    return state
+
+
+def test_models_lists_every_model_with_its_facts(make_app, two_models):
+    client = make_app(two_models).test_client()
+    body = client.get("/models").get_json()
+    by_name = {m["name"]: m for m in body["models"]}
+    assert sorted(by_name) == ["attrition_model", "nlu_query_model"]
+    assert by_name["attrition_model"]["task"] == "tabular"
+    assert by_name["attrition_model"]["production"] == "attrition_model-v1"
+    assert by_name["attrition_model"]["score"] == pytest.approx(0.53)
+    assert by_name["attrition_model"]["schedule"] == {"retrain_every": "7d"}
+    assert by_name["attrition_model"]["deployed_at"] and by_name["attrition_model"]["state"] == "active"
+    assert by_name["nlu_query_model"]["task"] == "nlu" and by_name["nlu_query_model"]["paused"] is False
+
+
+def test_each_model_answers_on_its_own_path(make_app, two_models):
+    client = make_app(two_models).test_client()
+    r = client.post("/models/attrition_model/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+    r = client.post("/models/nlu_query_model/prediction", json={"texts": ["hello Anna"]})
+    assert r.status_code == 200 and r.get_json()["predictions"][0]["intent"] == "greet"
+    r = client.post("/prediction?model=nlu_query_model", json={"texts": ["hello"]})
+    assert r.status_code == 200 and r.get_json()["task"] == "nlu"
+    # no cross-talk: a tabular body to the NLU model is a 400 naming what to send
+    r = client.post("/models/nlu_query_model/prediction", json={"records": [RECORD]})
+    assert r.status_code == 400 and "texts" in r.get_json()["error"]["message"]
+
+
+def test_prediction_without_a_model_name(make_app, two_models):
+    r = make_app(two_models).test_client().post("/prediction", json={"records": [RECORD]})
+    assert r.status_code == 400
+    error = r.get_json()["error"]
+    assert "attrition_model" in error["message"] and error["models"] == ["attrition_model", "nlu_query_model"]
+    r = make_app(two_models, "api.default_model=attrition_model").test_client().post(
+        "/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+
+
+def test_unknown_model_is_404_listing_the_models(make_app, two_models):
+    client = make_app(two_models).test_client()
+    for method, path in (("post", "/models/nope/prediction"), ("get", "/models/nope/summarystats"),
+                         ("post", "/admin/models/nope/pause")):
+        r = getattr(client, method)(path, json={"texts": ["x"]}, headers=auth())
+        assert r.status_code == 404, path
+        assert "nlu_query_model" in r.get_json()["error"]["message"]
+
+
+def test_deploying_one_model_leaves_the_other_served(make_app, two_models):
+    client = make_app(two_models).test_client()
+    assert client.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]}).status_code == 200
+    ModelStore(two_models / "models" / "attrition_model").deploy("attrition_model-v2")
+    r = client.post("/models/attrition_model/prediction", json={"records": [RECORD]})
+    assert r.get_json()["model_version"] == "attrition_model-v2"
+    r = client.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]})
+    assert r.get_json()["model_version"] == "nlu_query_model-v1"
+    health = client.get("/health").get_json()
+    assert health["status"] == "ok"
+    assert {k: v["loaded"] for k, v in health["models"].items()} == {
+        "attrition_model": "attrition_model-v2", "nlu_query_model": "nlu_query_model-v1"}
+
+
+def test_per_model_scoring_uses_each_models_test_data(make_app, two_models):
+    client = make_app(two_models).test_client()
+    tab = client.get("/models/attrition_model/scoring", headers=auth()).get_json()
+    nlu = client.get("/models/nlu_query_model/scoring", headers=auth()).get_json()
+    assert tab["model"] == "attrition_model" and "f1" in tab["metrics"]
+    assert nlu["model"] == "nlu_query_model" and nlu["test_data"] == "nlu_test.jsonl"
+    assert nlu["metrics"]["intent_accuracy"] == pytest.approx(1.0)
+
+
+def test_pause_resume_and_busy(make_app, two_models):
+    from utils.models.catalog import managing
+
+    client = make_app(two_models).test_client()
+    r = client.post("/admin/models/nlu_query_model/pause", json={"reason": "holiday"}, headers=auth())
+    assert r.status_code == 200 and r.get_json()["paused"] is True
+    control = read_control(StatePaths.of(two_models), "nlu_query_model")
+    assert control.paused and control.reason == "holiday"
+    assert client.get("/models").get_json()["models"][1]["state"] == "paused"
+    with managing(StatePaths.of(two_models), "nlu_query_model", "test"):      # another action in flight
+        r = client.post("/admin/models/nlu_query_model/resume", headers=auth())
+        assert r.status_code == 409 and "busy" in r.get_json()["error"]["message"]
+    assert read_control(StatePaths.of(two_models), "nlu_query_model").paused
+    assert client.post("/admin/models/nlu_query_model/resume", headers=auth()).status_code == 200
+    assert not read_control(StatePaths.of(two_models), "nlu_query_model").paused
+    events = [e["event"] for e in ModelStore(two_models / "models" / "nlu_query_model").history()]
+    assert events[-2:] == ["paused", "resumed"]
+
+
+def test_manual_retrain_reactivates_a_paused_model(make_app, two_models, monkeypatch):
+    import sys
+
+    from utils.models import management
+
+    monkeypatch.setattr(management, "retrain_command",
+                        lambda paths, name, extra: [sys.executable, "-c", "print('retrained')"])
+    client = make_app(two_models).test_client()
+    client.post("/admin/models/attrition_model/pause", headers=auth())
+    r = client.post("/admin/models/attrition_model/retrain", headers=auth())
+    assert r.status_code == 202 and r.get_json()["model"] == "attrition_model"
+    assert not read_control(StatePaths.of(two_models), "attrition_model").paused
+
+
+def test_evaluate_appends_to_the_models_history(make_app, two_models):
+    client = make_app(two_models).test_client()
+    r = client.post("/admin/models/nlu_query_model/evaluate", headers=auth())
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["score"] == pytest.approx(1.0)      # the stand-in gets both examples right
+    history = read_monitoring(StatePaths.of(two_models), "nlu_query_model")
+    assert len(history) == 1 and history[0]["source"] == "evaluate"
+    assert read_monitoring(StatePaths.of(two_models), "attrition_model") == []
+
+
+def test_delete_needs_confirmation_refuses_the_default_and_removes_the_model(make_app, two_models):
+    client = make_app(two_models, "api.default_model=attrition_model").test_client()
+    r = client.post("/admin/models/nlu_query_model/delete", headers=auth())
+    assert r.status_code == 400 and "confirm=nlu_query_model" in r.get_json()["error"]["message"]
+    r = client.post("/admin/models/attrition_model/delete", json={"confirm": "attrition_model"}, headers=auth())
+    assert r.status_code == 409 and "api.default_model" in r.get_json()["error"]["message"]
+    r = client.post("/admin/models/nlu_query_model/delete", json={"confirm": "nlu_query_model"}, headers=auth())
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert [m["name"] for m in client.get("/models").get_json()["models"]] == ["attrition_model"]
+    assert client.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]}).status_code == 404
+    record = next((two_models / "models" / ".deleted").iterdir())
+    assert json.loads((record / "deleted.json").read_text())["production"] == "nlu_query_model-v1"
+    assert (record / "models" / "deployments.jsonl").read_text().splitlines()[-1].count('"deleted"') == 1
+    assert not (record / "models" / "versions").exists()      # the weights are gone, the history stays
+
+
+def test_dashboard_buttons_are_csrf_safe_forms(make_app, two_models):
+    from tests.api.conftest import API_KEY
+
+    client = make_app(two_models).test_client()
+    html = client.get("/dashboard").get_data(as_text=True)
+    assert 'id="model-attrition_model"' in html and 'id="model-nlu_query_model"' in html
+    assert html.count('method="post"') == 2 * 5 and 'name="api_key"' in html
+    assert client.get("/admin/models/attrition_model/pause").status_code == 405     # no action on a GET
+    r = client.post("/admin/models/attrition_model/pause", data={"api_key": "wrong-key"})
+    assert r.status_code == 401
+    r = client.post("/admin/models/attrition_model/pause", data={"api_key": API_KEY},
+                    headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and not read_control(StatePaths.of(two_models), "attrition_model").paused
+    r = client.post("/admin/models/attrition_model/pause", data={"api_key": API_KEY},
+                    headers={"Origin": "http://localhost"})
+    assert r.status_code == 303 and "/dashboard?notice=" in r.headers["Location"]
+    assert read_control(StatePaths.of(two_models), "attrition_model").paused
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "automatic retraining paused" in page and "state-paused" in page
+
+
+def test_an_unreadable_version_of_one_model_does_not_take_the_page_down(make_app, two_models):
+    (two_models / "models" / "attrition_model" / "versions" / "attrition_model-v2" / "scores.json").write_text("{")
+    client = make_app(two_models).test_client()
+    r = client.get("/dashboard")
+    assert r.status_code == 200 and "unreadable version(s), skipped: attrition_model-v2" in r.get_data(as_text=True)
+    assert client.get("/models").status_code == 200
+
+
+def test_a_state_dir_of_the_first_layout_is_migrated_and_served(make_app, model_dirs, tmp_path):
+    """models/versions + models/production (one model per state dir) -> models/<model>/..."""
+    state = tmp_path / "old"
+    old = ModelStore(state / "models")          # the first layout's store root
+    add_version(old, "attrition_model-v1", model_dirs["v1"], score=0.53)
+    old.deploy("attrition_model-v1", reason="test")
+    (state / "ingested").mkdir()
+    shutil.copy(TEST_CSV, state / "ingested" / "finaldata.csv")
+    (state / "fullprocess.state.json").write_text(json.dumps({"pending": None, "reference": None}))
+    client = make_app(state).test_client()
+    r = client.post("/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+    new = ModelStore(state / "models" / "attrition_model")
+    assert new.production_version() == "attrition_model-v1"
+    assert [e["event"] for e in new.history()] == ["deploy"]
+    assert not (state / "models" / "production").exists() and not (state / "models" / "versions").exists()
+    assert (state / "ingested" / "attrition_model" / "finaldata.csv").is_file()
+    assert (state / "models" / "attrition_model" / "tick_state.json").is_file()
+    assert new.rollback_target() is None     # history carried over: nothing earlier to roll back to
