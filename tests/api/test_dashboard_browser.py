@@ -7,6 +7,7 @@ URL or a plot outside the page would leave none). Skipped when Chromium is not i
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -30,18 +31,29 @@ def count_colour(png_path, rgb: tuple[int, int, int], tolerance: int = 30) -> in
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
-def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
+def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, model_dirs):
+    """Two models on one chart: each model's line in its colour, deployments starred."""
     from werkzeug.serving import make_server
 
-    from api.dashboard import PRIMARY_COLOR
+    from api.dashboard import MODEL_COLORS, PRIMARY_COLOR
+    from tests.api.conftest import add_version
     from utils.models.model_store import ModelStore
 
     store = ModelStore(state / "models" / "attrition_model")
     store.deploy("attrition_model-v2")          # two scored versions, one deployment more
+    nlu = ModelStore(state / "models" / "nlu_query_model")
+    add_version(nlu, "nlu_query_model-v1", model_dirs["nlu"], task="nlu", score=0.7, metric="exact_match")
+    add_version(nlu, "nlu_query_model-v2", model_dirs["nlu"], task="nlu", score=0.9, metric="exact_match")
+    nlu.deploy("nlu_query_model-v2")
+    for st, version, day in ((store, "attrition_model-v1", 10), (store, "attrition_model-v2", 24),
+                             (nlu, "nlu_query_model-v1", 12), (nlu, "nlu_query_model-v2", 26)):
+        scores_file = st.version_dir(version) / "scores.json"          # spread over two weeks
+        scores = json.loads(scores_file.read_text())
+        scores_file.write_text(json.dumps({**scores, "scored": f"2026-11-{day}T10:00:00+0000"}))
     app = make_app(state)
     client = app.test_client()
     for n in (1, 5, 20):
-        client.post("/prediction", json={"records": [RECORD] * n})
+        client.post("/models/attrition_model/prediction", json={"records": [RECORD] * n})
     app.extensions["mlops"].prediction_log.flush()
 
     port = free_port()
@@ -54,12 +66,14 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1400,1400", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
+             "--window-size=1400,1000", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
             capture_output=True, text=True, timeout=120)
     finally:
         server.shutdown()
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     primary = tuple(int(PRIMARY_COLOR[i:i + 2], 16) for i in (1, 3, 5))
-    assert count_colour(shot, primary, tolerance=20) > 500, "the metric plot's line is not on the page"
-    assert count_colour(shot, (0x2b, 0x2d, 0x42), tolerance=4) > 10_000, "the page header did not render"
+    assert count_colour(shot, primary, tolerance=20) > 500, "the first model's line is not on the page"
+    second = tuple(int(MODEL_COLORS[1][i:i + 2], 16) for i in (1, 3, 5))
+    assert count_colour(shot, second, tolerance=20) > 300, "the second model's line is not on the page"
+    assert count_colour(shot, (0x2b, 0x2d, 0x42), tolerance=4) > 5_000, "the page header did not render"
     assert count_colour(shot, (0xff, 0xd7, 0x00), tolerance=40) > 50, "no deployed-version markers"

@@ -151,3 +151,37 @@ def test_step_runs_in_isolated_uv_environment(tmp_path):
              if r.data.tags.get("pipeline.step") == "data_ingestion"]
     assert run.data.tags.get("mlflow.project.env") == "uv"
     assert (StatePaths.of(state).model("attrition_model").finaldata_csv).is_file()
+
+
+def test_unsafe_model_name_is_refused_before_anything_is_written(state_dir):
+    for name in ("../escape", "a b", "versions"):
+        proc = run_main(f"task.model_name='{name}'", state_dir=state_dir, check=False)
+        assert proc.returncode == 1 and "not a safe model name" in proc.stderr, proc.stderr[-2000:]
+    assert not (state_dir / "models").exists() and not (state_dir / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_multirun_tracks_every_job_and_the_best_ends_in_production(tmp_path):
+    """`main.py -m training.C=...`: three jobs, three parent runs and candidates; the gate keeps the best."""
+    state = tmp_path / "state"
+    state.mkdir()
+    proc = run_main("-m", "training.C=0.001,1,1000", CORE, state_dir=state, timeout=1200)
+    store = ModelStore(StatePaths.of(state).model("attrition_model").models_dir)
+    versions = store.list_versions()
+    assert versions == [f"attrition_model-v{n}" for n in (1, 2, 3)], proc.stderr[-3000:]
+    scores = {v: store.read_score(v) for v in versions}
+    assert store.production_version() == max(scores, key=scores.get)
+    parents = parent_runs(client_for(state))
+    assert len(parents) == 3 and all(r.info.status == "FINISHED" for r in parents)
+    assert sorted(float(r.data.params["training.C"]) for r in _training_runs(client_for(state))) == [
+        0.001, 1.0, 1000.0]
+    jobs = sorted(p.name for p in (state / "logs" / "multirun").iterdir())
+    assert len(jobs) == 1 and sorted(p.name for p in (state / "logs" / "multirun" / jobs[0]).iterdir()
+                                     if p.is_dir()) == ["0", "1", "2"]
+    manifest = (state / "models" / "attrition_model" / "model.json").read_text()
+    assert "training.C" not in manifest          # the swept key is not part of the model's definition
+
+
+def _training_runs(client: mlflow.MlflowClient) -> list:
+    return [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if r.data.tags.get("pipeline.step") == "model_training"]

@@ -61,9 +61,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def mark_ingested(state: Path, source: Path) -> None:
+def mark_ingested(state: Path, source: Path, model: str = "attrition_model") -> None:
     """An ingest record that lists every file of ``source`` (as if ingestion had run)."""
-    paths = StatePaths.of(state).model("attrition_model")
+    paths = StatePaths.of(state).model(model)
     record = IngestRecord.load(paths.ingest_record)
     for entry in scan_source_dir(source):
         record.add(RecordRow(file=str(entry.path), sha256=entry.sha256(), rows=1, status="ingested",
