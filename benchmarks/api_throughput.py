@@ -11,6 +11,7 @@ installed, otherwise a Python thread client (slower: it competes with the server
 
     python benchmarks/api_throughput.py                        # defaults: 8 clients, 20k requests / 10 s
     python benchmarks/api_throughput.py --mlflow-workers 1 2 --with-bare --json out.json
+    python benchmarks/api_throughput.py --two-models           # also our API with a second model loaded
 
 Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
 servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
@@ -75,6 +76,16 @@ def build_model(state: Path) -> tuple[Path, list[dict[str, float]]]:
     store.deploy(version, reason="benchmark")
     records = [dict(zip(features, map(float, row))) for row in x.head(100).itertuples(index=False)]
     return store.model_dir(version), records
+
+
+def add_second_model(state: Path, second: Path) -> None:
+    """A state dir serving the benchmark model and a second, independent model beside it."""
+    shutil.copytree(state / "models" / "attrition_model", second / "models" / "attrition_model", symlinks=True)
+    store = ModelStore(second / "models" / "second_model")
+    store.add_version("second_model-v1", state / "saved", {"model_name": "second_model", "registry_version": 1,
+                                                           "task": "tabular"})
+    store.write_score("second_model-v1", {"f1": 0.5}, "f1")
+    store.deploy("second_model-v1", reason="benchmark")
 
 
 def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
@@ -274,6 +285,8 @@ def main() -> int:
                         help="extra config override for our server, e.g. api.prediction_log=false (repeatable)")
     parser.add_argument("--with-bare", action="store_true",
                         help="also measure a bare Flask handler (gunicorn sync, --workers) calling the same model")
+    parser.add_argument("--two-models", action="store_true",
+                        help="also our API on a state dir with a second model loaded (same route, same model)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if hey exists")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -297,6 +310,12 @@ def main() -> int:
             port = free_port()
             servers.append((f"mlflow models serve (--workers {workers})", "mlflow", f"http://127.0.0.1:{port}",
                             start_mlflow(state, model_dir, port, workers)))
+        if args.two_models:
+            second = state / "two-models"
+            add_second_model(state, second)
+            port = free_port()
+            servers.append((f"ours, 2 models loaded ({args.workers}x{args.threads})", "ours",
+                            f"http://127.0.0.1:{port}", start_ours(second, port, args)))
         if args.with_bare:
             port = free_port()
             servers.append((f"bare Flask handler (gunicorn {args.workers}x1)", "bare", f"http://127.0.0.1:{port}",
@@ -312,7 +331,8 @@ def main() -> int:
         for _ in range(args.rounds):
             for name in ("single", "batch100"):
                 for label, kind, url, proc in servers:
-                    path = "/invocations" if kind == "mlflow" else "/prediction"
+                    path = {"mlflow": "/invocations", "ours": "/models/attrition_model/prediction"}.get(
+                        kind, "/prediction")
                     body = bodies[("mlflow" if kind == "mlflow" else "ours", name)]
                     runs.setdefault((label, name), []).append(load(f"{url}{path}", body, args, proc))
     finally:

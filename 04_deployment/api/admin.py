@@ -37,6 +37,17 @@ def _answer(body: dict[str, Any], status: int = 200) -> Any:
     return body, status
 
 
+@bp.errorhandler(ApiError)
+def _form_error(exc: ApiError) -> Any:
+    """A dashboard button that failed goes back to the dashboard saying why (JSON callers: JSON).
+    A refused cross-site post (403) gets no redirect: nothing of ours is reflected to another site."""
+    from api.errors import error_response
+
+    if is_form_post() and exc.status != 403:
+        return redirect(f"{url_for('api.dashboard')}?notice={quote(('error: ' + exc.message)[:300])}", code=303)
+    return error_response(exc.status, exc.message, headers=exc.headers, **exc.extra)
+
+
 def _fail(exc: Exception) -> ApiError:
     if isinstance(exc, UnknownModel):
         return ApiError(404, str(exc), models=exc.models)

@@ -170,10 +170,14 @@ def test_dashboard_buttons_are_csrf_safe_forms(make_app, two_models):
     client = make_app(two_models).test_client()
     html = client.get("/dashboard").get_data(as_text=True)
     assert 'id="model-attrition_model"' in html and 'id="model-nlu_query_model"' in html
-    assert html.count('method="post"') == 2 * 5 and 'name="api_key"' in html
+    assert html.count('method="post"') == 2 and html.count("formaction=") == 2 * 5 and 'name="api_key"' in html
     assert client.get("/admin/models/attrition_model/pause").status_code == 405     # no action on a GET
     r = client.post("/admin/models/attrition_model/pause", data={"api_key": "wrong-key"})
-    assert r.status_code == 401
+    assert r.status_code == 303 and "wrong%20API%20key" in r.headers["Location"]
+    assert not read_control(StatePaths.of(two_models), "attrition_model").paused
+    r = client.post("/admin/models/attrition_model/delete", data={"api_key": API_KEY})      # no confirmation
+    assert r.status_code == 303 and "confirm" in r.headers["Location"]
+    assert (two_models / "models" / "attrition_model" / "production").exists()
     r = client.post("/admin/models/attrition_model/pause", data={"api_key": API_KEY},
                     headers={"Origin": "http://evil.example"})
     assert r.status_code == 403 and not read_control(StatePaths.of(two_models), "attrition_model").paused

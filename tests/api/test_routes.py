@@ -292,7 +292,7 @@ def test_dashboard_renders_everything(client, state, app):
     html = r.get_data(as_text=True)
     for fragment in ("attrition_model-v1", 'id="metric-history-plot"', "data:image/png;base64,",
                      "Deployments", "drift: performance", "f1 0.41 on the new rows &lt; recorded 0.53",
-                     "diagnostics", "(3 predictions)", 'action="/admin/models/attrition_model/retrain"'):
+                     "diagnostics", "(3 predictions)", 'formaction="/admin/models/attrition_model/retrain"'):
         assert fragment in html, fragment
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert "form-action 'self'" in r.headers["Content-Security-Policy"]

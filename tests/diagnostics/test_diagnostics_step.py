@@ -130,15 +130,21 @@ def test_without_production_model_the_rest_is_still_reported(tabular, copy_of, e
 
 
 def test_production_of_another_model_is_not_used(tabular, copy_of, empty_tracking_db):
+    """Another model's diagnostics stay in its own namespace: attrition_model's are not touched."""
     diagnostics, _ = load_steps()
     root = copy_of(tabular)
+    before = (root / "reports" / "attrition_model").exists() and sorted(
+        p.name for p in (root / "reports" / "attrition_model").iterdir())
     with tracking_at(root, empty_tracking_db) as experiment_id:
         task = type(TABULAR_TASK)(**{**vars(TABULAR_TASK), "model_name": "other_model"})
         config = diagnostics_config({**tabular, "paths": type(tabular["paths"]).of(root)}, task)
         code, _ = run_in_pipeline(diagnostics.go, config, "diagnostics", experiment_id)
     assert code == 0
-    d = json.loads((root / "reports" / "attrition_model" / "diagnostics.json").read_text())
-    assert "not a version of other_model" in d["predictions"]["error"]
+    d = json.loads((root / "reports" / "other_model" / "diagnostics.json").read_text())
+    assert "no production model" in d["predictions"]["error"] and "other_model" in d["predictions"]["error"]
+    after = (root / "reports" / "attrition_model").exists() and sorted(
+        p.name for p in (root / "reports" / "attrition_model").iterdir())
+    assert before == after
     assert ModelStore(root / "models" / "attrition_model").production_version() == "attrition_model-v3"
 
 
