@@ -76,24 +76,15 @@ def model_action(name: str, action: str) -> Any:
     return _ACTIONS[action](name)
 
 
-def _pause(name: str) -> Any:
+def _set_paused(name: str, paused: bool) -> Any:
     svc = services()
+    action = management.pause if paused else management.resume
     try:
-        control = management.pause(svc.config.paths, name, _reason(), by="api")
+        control = action(svc.config.paths, name, _reason(), by="api")
     except CatalogError as exc:
         raise _fail(exc) from None
-    return _answer({"model": name, "paused": True, "since": control.since,
-                    "notice": f"{name}: automatic retraining paused"})
-
-
-def _resume(name: str) -> Any:
-    svc = services()
-    try:
-        control = management.resume(svc.config.paths, name, _reason(), by="api")
-    except CatalogError as exc:
-        raise _fail(exc) from None
-    return _answer({"model": name, "paused": False, "since": control.since,
-                    "notice": f"{name}: automatic retraining active"})
+    return _answer({"model": name, "paused": paused, "since": control.since,
+                    "notice": f"{name}: automatic retraining {'paused' if paused else 'active'}"})
 
 
 def _retrain(name: str) -> Any:
@@ -180,7 +171,7 @@ def _delete(name: str) -> Any:
     return _answer({**outcome, "notice": f"{name}: deleted (record in models/.deleted/)"})
 
 
-_ACTIONS = {"pause": _pause, "resume": _resume, "retrain": _retrain, "evaluate": _evaluate,
+_ACTIONS = {"pause": lambda name: _set_paused(name, True), "resume": lambda name: _set_paused(name, False), "retrain": _retrain, "evaluate": _evaluate,
             "rollback": _rollback, "reload": _reload, "delete": _delete}
 
 

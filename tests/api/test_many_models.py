@@ -216,3 +216,25 @@ def test_a_state_dir_of_the_first_layout_is_migrated_and_served(make_app, model_
     assert (state / "ingested" / "attrition_model" / "finaldata.csv").is_file()
     assert (state / "models" / "attrition_model" / "tick_state.json").is_file()
     assert new.rollback_target() is None     # history carried over: nothing earlier to roll back to
+
+
+def test_a_broken_state_file_degrades_one_model_never_the_service(make_app, two_models):
+    """Unreadable metadata.json: the running API keeps the last good model and says degraded;
+    a fresh API starts, serves the other model and answers 503 with the reason for this one."""
+    tab = ModelStore(two_models / "models" / "attrition_model")
+    client = make_app(two_models).test_client()
+    assert client.post("/models/attrition_model/prediction", json={"records": [RECORD]}).status_code == 200
+    (tab.version_dir("attrition_model-v2") / "metadata.json").write_text("{not json")
+    tab.deploy("attrition_model-v2")
+    r = client.post("/models/attrition_model/prediction", json={"records": [RECORD]})
+    assert r.status_code == 200 and r.get_json()["model_version"] == "attrition_model-v1"
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
+    assert "metadata.json" in " ".join(health.get_json()["problems"])
+
+    fresh = make_app(two_models).test_client()                 # a new server: nothing good for this model
+    r = fresh.post("/models/attrition_model/prediction", json={"records": [RECORD]})
+    assert r.status_code == 503 and "metadata.json" in r.get_json()["error"]["message"]
+    assert fresh.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]}).status_code == 200
+    assert fresh.get("/health").get_json()["status"] == "degraded"
+    assert fresh.get("/dashboard").status_code == 200 and fresh.get("/models").status_code == 200
