@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.models.model_store import ModelStore, ModelStoreError, parse_version_id
+from utils.monitoring.drift_view import drift_verdict
 from utils.monitoring.prediction_log import prediction_volume
 
 PRIMARY_COLOR = "#1f77b4"      # the primary metric's line (the browser test looks for it)
@@ -98,18 +99,6 @@ def metric_history_png(history: list[dict[str, Any]], primary: str | None) -> st
         return encoded
 
 
-def _scalars(data: dict[str, Any] | None, limit: int = 12) -> list[tuple[str, Any]]:
-    if not data:
-        return []
-    out = []
-    for key, value in data.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out.append((str(key), value))
-        if len(out) >= limit:
-            break
-    return out
-
-
 def diagnostics_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if not report:
         return None
@@ -141,7 +130,7 @@ def dashboard_context(store: ModelStore, reports_dir: Path, predictions_db: Path
         "served": served,
         "history": history, "plot_png": metric_history_png(history, primary),
         "deployments": list(reversed(store.history()))[:15],
-        "drift": drift, "drift_items": _scalars(drift), "drift_time": _mtime(drift_path),
+        "drift": drift, "drift_verdict": drift_verdict(drift), "drift_time": _mtime(drift_path),
         "diagnostics": diagnostics_summary(_read_json(reports_dir / "diagnostics.json")),
         "volume": [{"label": time.strftime("%H:00", time.localtime(v["hour_start"])), "count": v["count"],
                     "pct": (100.0 * v["count"] / peak) if peak else 0.0} for v in volume],

@@ -284,12 +284,14 @@ def test_dashboard_renders_everything(client, state, app):
     client.post("/prediction", json={"records": [RECORD] * 3})
     app.extensions["mlops"].prediction_log.flush()
     write_diagnostics(state)
-    (state / "reports" / "drift.json").write_text(json.dumps({"drift_detected": True, "checked": "today"}))
+    from tests.diagnostics.builders import drift_doc
+
+    (state / "reports" / "drift.json").write_text(json.dumps(drift_doc(True)))
     r = client.get("/dashboard")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
     for fragment in ("attrition_model-v1", 'id="metric-history-plot"', "data:image/png;base64,",
-                     "Deployments", "drift_detected", "Last diagnostics", "(3 predictions)"):
+                     "Deployments", "lastmonth_activity: KS", "Last diagnostics", "(3 predictions)"):
         assert fragment in html, fragment
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 

@@ -135,15 +135,71 @@ def tabular_copy(tabular, tmp_path, empty_tracking_db):
 def test_drift_results_are_shown_when_present(tabular_copy):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
-    write_drift(StatePaths.of(root), drift=True)
+    doc = write_drift(StatePaths.of(root), drift=True)
+    assert "ks:lastmonth_activity" in doc["distribution"]["signals"]
     code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
     assert code == 0
     html = (root / "reports" / "report.html").read_text()
     drift = html[html.index('<section id="drift">'):]
     assert "drift detected" in drift and "2026-01-02T03:04:05+0000" in drift
-    assert "lastmonth_activity.ks_pvalue" in drift and "0.0012" in drift
-    assert "label_share.psi" in drift and "reference_rows" in drift
+    assert "lastmonth_activity: KS" in drift, "the verdict names the signal that caused it"
+    assert "Benjamini-Hochberg" in drift and "<td>number_of_employees</td>" in drift
     assert "No drift check yet" not in html
+
+
+def test_drift_plots_per_feature_decoded_and_captioned(tabular_copy):
+    root, experiment_id = tabular_copy
+    _, reporting = load_steps()
+    write_drift(StatePaths.of(root), drift=True)
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
+    assert code == 0
+    reports = root / "reports"
+    features = ("lastmonth_activity", "lastyear_activity", "number_of_employees", "exited")
+    for feature in features:
+        pixels = png(reports / f"drift_{feature}.png")
+        assert (pixels.shape[1], pixels.shape[0]) == rl.DRIFT_SIZE_PX
+        assert_drawn(pixels)
+    assert_drawn(png(reports / "drift_timeline.png"))
+    html = (reports / "report.html").read_text()
+    block = html[html.index('id="drift-plots"'):]
+    figures = re.findall(r'<figure><img src="data:image/png;base64,([^"]+)"[^>]*><figcaption>([^<]+)</figcaption>',
+                         block)
+    assert len(figures) >= len(features)
+    import base64
+    import io
+
+    from PIL import Image
+
+    for feature, (data, caption) in zip(features, figures):
+        assert caption.startswith(f"{feature}:"), caption   # the caption names the feature
+        assert "PSI" in caption
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:   # the embedded copy decodes
+            assert img.size == rl.DRIFT_SIZE_PX
+    assert "corrected p" not in figures[0][1] or "p-value after correction" in figures[0][1]
+
+
+def test_drift_view_verdict_names_signals():
+    from tests.diagnostics.builders import drift_doc
+    from utils.monitoring.drift_view import drift_verdict, feature_rows
+
+    v = drift_verdict(drift_doc(True))
+    assert v["verdict"] == "drift" and any(r.startswith("new data: lastmonth_activity: KS") for r in v["reasons"])
+    assert any(r.startswith("performance (f1)") for r in v["checked"])
+    quiet = drift_verdict(drift_doc(False))
+    assert quiet["verdict"] == "no drift" and not quiet["reasons"]
+    rows = {r["feature"]: r for r in feature_rows(drift_doc(True)["distribution"])}
+    assert rows["lastmonth_activity"]["drift"] and rows["exited"]["test"] == "chi²"
+    assert drift_verdict(None) is None
+    assert drift_verdict({"error": "bad json"})["verdict"] == "unreadable"
+    assert drift_verdict({"drift": None, "signals": {"performance": None, "distribution": None}})["verdict"] == "undecided"
+
+
+def test_fmt_quantity_units_and_thousands():
+    assert rl.fmt_number(24110.5) == "24,110" and rl.fmt_number(123456) == "123,456"
+    assert rl.fmt_quantity(24110.5, "memory.total_mb") == "24,110 MB"
+    assert rl.fmt_label("memory.total_mb") == "memory total"
+    assert rl.fmt_quantity(12.5, "disk.percent") == "12.5 %"
+    assert rl.fmt_number(3.2e-9) == "3.20e-09"
 
 
 def test_reporting_without_diagnostics_fails_clearly(tabular_copy, caplog):
