@@ -38,6 +38,12 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
 
     store = ModelStore(state / "models")
     store.deploy("attrition_model-v2")          # two scored versions, one deployment more
+    import json
+
+    from tests.diagnostics.builders import drift_doc
+
+    (state / "reports").mkdir(exist_ok=True)
+    (state / "reports" / "drift.json").write_text(json.dumps(drift_doc(True)))
     app = make_app(state)
     client = app.test_client()
     for n in (1, 5, 20):
@@ -63,3 +69,10 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path):
     assert count_colour(shot, primary, tolerance=20) > 500, "the metric plot's line is not on the page"
     assert count_colour(shot, (0x2b, 0x2d, 0x42), tolerance=4) > 10_000, "the page header did not render"
     assert count_colour(shot, (0xff, 0xd7, 0x00), tolerance=40) > 50, "no deployed-version markers"
+    # the drift card: red verdict and the signals behind it (dark red list)
+    assert count_colour(shot, (0xc6, 0x28, 0x28), tolerance=30) > 40, "no drift verdict on the page"
+    assert count_colour(shot, (0x8a, 0x1c, 0x1c), tolerance=30) > 100, "no drift reasons on the page"
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1400, 1400)

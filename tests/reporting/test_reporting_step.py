@@ -202,6 +202,49 @@ def test_fmt_quantity_units_and_thousands():
     assert rl.fmt_number(3.2e-9) == "3.20e-09"
 
 
+@pytest.fixture
+def nlu_copy(nlu, tmp_path, empty_tracking_db):
+    root = tmp_path / "state"
+    shutil.copytree(nlu["paths"].state_dir, root, symlinks=True)
+    with tracking_at(root, empty_tracking_db) as experiment_id:
+        yield root, experiment_id
+
+
+def test_nlu_training_curves_from_the_mlflow_metric_history(nlu_copy):
+    import json
+
+    import mlflow
+
+    root, experiment_id = nlu_copy
+    with mlflow.start_run(experiment_id=experiment_id, run_name="model_training") as run:
+        for epoch, (loss, em, acc) in enumerate([(2.1, 0.2, 0.5), (1.2, 0.5, 0.8), (0.7, 0.7, 0.9)], 1):
+            mlflow.log_metrics({"train_loss": loss, "dev_exact_match": em, "dev_intent_accuracy": acc,
+                                "train_time_s": 3.0, "lr": 1e-4}, step=epoch)
+        mlflow.log_metric("val_exact_match", 0.7)      # one step: not a curve
+    store = rl.ModelStore(root / "models")
+    production = store.production_version()
+    meta_file = store.version_dir(production) / "metadata.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "run_id": run.info.run_id}))
+
+    assert rl.training_curves(mlflow.MlflowClient(), run.info.run_id) == {
+        "dev_exact_match": [(1, 0.2), (2, 0.5), (3, 0.7)], "dev_intent_accuracy": [(1, 0.5), (2, 0.8), (3, 0.9)],
+        "train_loss": [(1, 2.1), (2, 1.2), (3, 0.7)]}
+    _, reporting = load_steps()
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, NLU_TASK), "reporting", experiment_id)
+    assert code == 0
+    pixels = png(root / "reports" / "training_curves.png")
+    assert (pixels.shape[1], pixels.shape[0]) == rl.CURVES_SIZE_PX
+    assert_drawn(pixels)
+    html = (root / "reports" / "report.html").read_text()
+    curves = html[html.index('id="training-curves"'):html.index("<h3>Model versions</h3>")]
+    assert 'src="data:image/png;base64,' in curves and "train_loss" in curves
+
+
+def test_no_training_curves_says_why(tabular):
+    html = (tabular["paths"].reports_dir / "report.html").read_text()
+    assert "No training curves: " in html
+
+
 def test_reporting_without_diagnostics_fails_clearly(tabular_copy, caplog):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
@@ -251,3 +294,37 @@ def test_report_renders_in_headless_chromium_with_plots(task, request, tmp_path)
     if task == "tabular":   # metric history sits next to the confusion matrix: its orange star
         star = (r > 200) & (g > 110) & (g < 160) & (b < 110)
         assert star.sum() > 30
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                    reason=f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
+def test_report_drift_section_renders_in_headless_chromium(tabular_copy, tmp_path):
+    root, experiment_id = tabular_copy
+    _, reporting = load_steps()
+    write_drift(StatePaths.of(root), drift=True)
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
+    assert code == 0
+    html = root / "reports" / "report.html"
+    # the drift section alone, in the report's own CSS: a page of just that section
+    text = html.read_text()
+    head, body = text[:text.index("<body>") + 6], text[text.index('<section id="drift">'):]
+    (tmp_path / "drift.html").write_text(head + body)
+    import subprocess
+
+    out = tmp_path / "drift.png"
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={out}", "--window-size=1200,1800",
+         (tmp_path / "drift.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    shot = png(out)
+    assert shot.shape[:2] == (1800, 1200)
+    assert_drawn(shot)
+    r, g, b = (shot[..., i].astype(int) for i in range(3))
+    badge_red = (abs(r - 0xC6) < 25) & (abs(g - 0x28) < 25) & (abs(b - 0x28) < 25)
+    assert badge_red.sum() > 300, "no red drift badge / DRIFT boxes on screen"
+    new_orange = (abs(r - 0xDD) < 25) & (abs(g - 0x84) < 25) & (abs(b - 0x52) < 25)
+    assert new_orange.sum() > 2000, "the new rows' distributions (orange) are not drawn"
+    reference_blue = ((b - r) > 40) & (b > 120) & (r < 180)
+    assert reference_blue.sum() > 2000, "the reference distributions (blue) are not drawn"
