@@ -279,7 +279,7 @@ def changed_overrides() -> list[str]:
 
 def parent_run_name(cfg: DictConfig, names: list[str], overrides: list[str]) -> str:
     """`nlu_query_model 12-01 22:50 training.epochs=1`: tellable apart in the MLflow run list."""
-    shown = [o for o in overrides if not o.startswith("task=")]
+    shown = [o for o in overrides if not o.startswith(("task=", "main.steps="))]  # steps: in [...]
     steps = "" if len(names) == len(STEPS) else f" [{','.join(names)}]"
     name = f"{cfg.task.model_name} {time.strftime('%m-%d %H:%M')}{steps}" + (f" {' '.join(shown)}" if shown else "")
     return name if len(name) <= 120 else name[:119] + "…"

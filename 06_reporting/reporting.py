@@ -129,7 +129,7 @@ def training_curve_plot(production: str | None, metadata: dict[str, Any],
     except mlflow.exceptions.MlflowException as exc:
         return None, f"training run {run_id} not readable ({exc.message})"
     if not curves:
-        return None, (f"training run {run_id} logged no metric at more than one step "
+        return None, (f"training run {run_id} logged no per-epoch metric (step >= 1) "
                       "(the tabular LogisticRegression is fitted in one go: no epochs)")
     path = rl.training_curves_png(curves, reports / "training_curves.png",
                                   f"{production}: training per epoch (MLflow run {run_id[:8]})")

@@ -450,11 +450,12 @@ def drift_timeline_png(events: Sequence[dict[str, Any]], path: Path, title: str)
 
 # -------------------------------------------------------------------------- training curves
 LOSS_PREFIXES = ("train_loss", "dev_loss", "val_loss")
-SKIP_SUFFIXES = ("_time_s", "_samples_per_s")
+SKIP_SUFFIXES = ("_time_s", "_samples_per_s", "_n_examples")
 
 
 def training_curves(client: Any, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """Metric histories of a training run that have more than one step (per-epoch curves)."""
+    """Metric histories of a training run logged per epoch (step >= 1; one-shot metrics such as
+    ``val_*`` are logged at step 0). One epoch gives one point per curve: still shown."""
     run = client.get_run(run_id)
     curves: dict[str, list[tuple[int, float]]] = {}
     for key in sorted(run.data.metrics):
@@ -462,7 +463,7 @@ def training_curves(client: Any, run_id: str) -> dict[str, list[tuple[int, float
             continue
         history = client.get_metric_history(run_id, key)
         points = sorted({(int(m.step), float(m.value)) for m in history})
-        if len({s for s, _ in points}) > 1:
+        if any(step >= 1 for step, _ in points):
             curves[key] = points
     return curves
 
@@ -486,7 +487,10 @@ def training_curves_png(curves: dict[str, list[tuple[int, float]]], path: Path, 
             ax.text(0.5, 0.5, f"no {ylabel} curves", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = sorted({s for points in curves.values() for s, _ in points})
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(True, alpha=0.3)
     metric_ax.set_ylim(0, 1.02)
     fig.suptitle(title)

@@ -3,8 +3,9 @@
 * MLflow's "Downloading artifacts" tqdm bars (every model download; hundreds of carriage
   returns in chain.log) — ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``;
 * MLflow UserWarnings that say nothing about our data: the dataset source that "can be
-  interpreted in multiple ways" (mlflow.log_input of a local file) and the integer-column
-  schema hint (our features are read as floats before prediction);
+  interpreted in multiple ways" (mlflow.log_input of a local file), the integer-column
+  schema hint (our features are read as floats before prediction) and "Add type hints to
+  the `predict` method" (the NLU pyfunc is logged with an explicit signature);
 * mlflow.projects' "Created directory ... for downloading remote URIs" INFO line per step.
 
 Turn all of it back on with ``PIPELINE_SHOW_WARNINGS=1`` in the environment (or set
@@ -22,6 +23,7 @@ SHOW_ENV = "PIPELINE_SHOW_WARNINGS"
 HARMLESS_WARNINGS = (
     r"The specified dataset source can be interpreted in multiple ways",
     r"Hint: Inferred schema contains integer column",
+    r".*Add type hints to the `predict` method",   # our pyfuncs declare their signature explicitly
 )
 QUIET_LOGGERS = ("mlflow.projects.utils",)
 
