@@ -16,6 +16,10 @@ features does not cry wolf: under no drift the chance of any alarm stays near `a
 PSI and the OOV rate are effect sizes, not tests; they raise a signal only past a threshold,
 and PSI only on at least `psi_min_rows` new rows (on small samples its noise alone exceeds
 the usual thresholds). Ties in discrete data make KS conservative, never anti-conservative.
+
+Each report also keeps, per feature, what a person needs to see the change
+(``distributions``: both samples' histogram over the same bins, or their category counts):
+the report draws them later, when the reference itself has already been replaced.
 """
 from __future__ import annotations
 
