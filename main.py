@@ -37,6 +37,7 @@ from utils.pipeline.paths import (  # noqa: E402
     check_model_name,
     resolve_path,
 )
+from utils.pipeline.quiet import silence_known_noise  # noqa: E402
 from utils.pipeline.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -79,7 +80,7 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
     Step("data_ingestion", ("task", "data.source_dir"), fingerprint=source_fingerprint),
-    Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint),
+    Step("model_training", ("task", "training", "logging"), fingerprint=dataset_fingerprint),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
          fingerprint=test_data_fingerprint),
     Step("model_deployment", ("task", "deployment"), takes_model_version=True),
@@ -87,6 +88,7 @@ STEPS: tuple[Step, ...] = (
     Step("reporting", ("task", "reporting")),
 )
 STEP_NAMES = [s.name for s in STEPS]
+NOT_IN_CACHE_KEY = ("logging",)   # how a step reports progress does not change what it makes
 
 
 def select_steps(spec: str) -> list[Step]:
@@ -128,6 +130,15 @@ def code_version(step: Step) -> str:
     files += [p for p in (REPO_ROOT / "utils").rglob("*")
               if p.is_file() and p.suffix in {".py", ".yaml"}]
     return sha256_tree(files, REPO_ROOT)
+
+
+def copy_dataset_inputs(source_run_id: str, target_run_id: str) -> None:
+    from utils.pipeline.tracking import copy_dataset_inputs as copy
+
+    try:
+        copy(source_run_id, target_run_id)
+    except Exception as exc:  # cosmetic: the step's own run has them
+        log.warning("could not show the datasets of run %s on the pipeline run: %s", source_run_id, exc)
 
 
 def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]:
@@ -255,6 +266,7 @@ def run_chain(cfg: DictConfig) -> int:
     if cfg.main.env_manager == "local":
         # steps run `python ...` from PATH: make that this interpreter (the venv) even if not activated
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    silence_known_noise()   # the steps inherit the environment part of it
     store = ModelStore(paths.models_dir)
     log.info("pipeline: task=%s steps=%s state_dir=%s tracking=%s", cfg.task.name, ",".join(names),
              paths.state_dir, uri)
@@ -262,14 +274,19 @@ def run_chain(cfg: DictConfig) -> int:
     model_version: str | None = None
     reused: list[str] = []
     started = time.monotonic()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline-{cfg.task.name}") as parent:
+    overrides = changed_overrides()
+    run_ids: dict[str, str] = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=parent_run_name(cfg, names, overrides)) as parent:
         mlflow.set_tags({"pipeline.kind": "parent", "pipeline.task": cfg.task.name,
-                         "pipeline.steps": ",".join(names)})
+                         "pipeline.model": cfg.task.model_name, "pipeline.steps": ",".join(names),
+                         "pipeline.overrides": " ".join(overrides),
+                         "mlflow.note.content": pipeline_note(cfg, names, overrides)})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         for step in steps:
             t0 = time.monotonic()
             section = step_config(step, cfg, paths, model_version)
-            key = sha256_json({"step": step.name, "config": section, "code": code_version(step),
+            keyed = {k: v for k, v in section.items() if k not in NOT_IN_CACHE_KEY}
+            key = sha256_json({"step": step.name, "config": keyed, "code": code_version(step),
                                "inputs": step.fingerprint(cfg, paths) if step.fingerprint else None})
             cached = (find_reusable(experiment_id, step, key, store)
                       if cfg.main.reuse_runs and step.fingerprint else None)
@@ -282,28 +299,101 @@ def run_chain(cfg: DictConfig) -> int:
                 run_id = launch(step, config_file, cfg, experiment_id, key)
             if step.name == "model_training":
                 model_version = mlflow.get_run(run_id).data.tags.get("pipeline.model_version")
+            run_ids[step.name] = run_id
+            if step.name in ("data_ingestion", "model_training"):
+                copy_dataset_inputs(run_id, parent.info.run_id)
             mlflow.set_tag(f"pipeline.run.{step.name}", run_id)
             mlflow.log_metric(f"duration_s.{step.name}", time.monotonic() - t0)
         mlflow.set_tag("pipeline.reused_steps", ",".join(reused))
         parent_id = parent.info.run_id
-    print_summary(cfg, paths, uri, parent_id, reused, time.monotonic() - started)
+    if "reporting" in names:
+        finish_report(paths, parent_id)
+    print_summary(cfg, paths, uri, parent_id, reused, time.monotonic() - started,
+                  candidate_facts(store, model_version, run_ids.get("model_deployment")))
     return 0
 
 
+def changed_overrides() -> list[str]:
+    """The command-line overrides of this run (Hydra's), minus where things are written."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under @hydra.main (tests calling run_chain directly)
+        return []
+    return [o for o in overrides if not o.startswith(("paths.", "main.tracking_uri", "diagnostics.pypi_url"))]
+
+
+def parent_run_name(cfg: DictConfig, names: list[str], overrides: list[str]) -> str:
+    """`nlu_query_model 12-01 22:50 training.epochs=1`: tellable apart in the MLflow run list."""
+    shown = [o for o in overrides if not o.startswith(("task=", "main.steps="))]  # steps: in [...]
+    steps = "" if len(names) == len(STEPS) else f" [{','.join(names)}]"
+    name = f"{cfg.task.model_name} {time.strftime('%m-%d %H:%M')}{steps}" + (f" {' '.join(shown)}" if shown else "")
+    return name if len(name) <= 120 else name[:119] + "…"
+
+
+def pipeline_note(cfg: DictConfig, names: list[str], overrides: list[str]) -> str:
+    """The run's description in the MLflow UI (Overview tab)."""
+    return (f"Pipeline run of `{cfg.task.model_name}` (task {cfg.task.name}): steps {', '.join(names)}. "
+            f"Overrides: {' '.join(overrides) or 'none'}. Each step is a child run; config.yaml is an artifact.")
+
+
+def finish_report(paths: StatePaths, parent_id: str) -> None:
+    """Rewrite report.html's step table now that every step (and the run) has ended."""
+    from utils.monitoring.report_lib import finalize_report
+
+    try:
+        out = finalize_report(paths.reports_dir, parent_id)
+    except Exception as exc:  # the report is a by-product: never fail a finished chain for it
+        log.warning("could not finalize %s: %s", paths.reports_dir / "report.html", exc)
+        return
+    if out is not None:
+        log.info("report: %s (final step table)", out)
+
+
+def candidate_facts(store: ModelStore, trained: str | None, deployment_run: str | None) -> dict[str, Any]:
+    """This run's candidate: version, score, and the gate's decision and reason when it ran."""
+    import mlflow
+
+    facts: dict[str, Any] = {"version": trained, "score": None, "decision": None, "reason": None}
+    if deployment_run:
+        tags = mlflow.get_run(deployment_run).data.tags
+        facts["version"] = facts["version"] or tags.get("pipeline.model_version")
+        facts["decision"] = tags.get("pipeline.deployment")
+        facts["reason"] = tags.get("pipeline.deployment_reason")
+    if facts["version"] and store.has_version(facts["version"]):
+        facts["score"] = store.read_score(facts["version"])
+    return facts
+
+
 def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reused: list[str],
-                  seconds: float) -> None:
-    """What a person needs after a run: where to look, what is deployed, how good it is."""
+                  seconds: float, candidate: dict[str, Any] | None = None) -> None:
+    """What a person needs after a run: where to look, what this run made, what is deployed."""
     store = ModelStore(paths.models_dir)
     production = store.production_version()
     score = store.read_score(production) if production else None
     lines = [f"pipeline finished in {seconds:.1f} s (parent run {run_id})"]
     if reused:
         lines.append(f"reused steps:      {', '.join(reused)}")
+    if candidate and candidate.get("version"):
+        text = candidate["version"]
+        if candidate.get("score") is not None:
+            text += f" ({cfg.task.primary_metric} {candidate['score']:.4f} on the test data)"
+        else:
+            text += " (not scored in this run)"
+        if candidate.get("decision"):
+            text += f"; gate: {candidate['decision']}"
+            if candidate.get("reason"):
+                text += f" ({candidate['reason']})"
+        else:
+            text += "; gate: not run (add model_deployment to main.steps)"
+        lines.append(f"candidate model:   {text}")
     lines.append(f"production model:  {production or 'none deployed'}"
                  + (f" ({cfg.task.primary_metric} {score:.4f} on the test data)" if score is not None else ""))
     if production:
         lines.append(f"model folder:      {store.version_dir(production)}")
-    lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}")
+    lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}  "
+                 f"(Experiments > {cfg.main.experiment_name} > Training runs > {run_id[:8]}…)")
     print("\n".join(lines))
 
 

@@ -111,6 +111,11 @@ class NluTrainConfig:
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers for collation"})
     progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a TTY, rank 0)"})
+    progress_every_s: float = field(
+        default=30.0, metadata={"help": "log a progress line (epoch, batch, samples/s, ETA) at least "
+                                "this often, TTY or not (0 disables)"},
+    )
+    progress_label: str = field(default="training", metadata={"help": "what the progress line names"})
 
 
 # --------------------------------------------------------------------------- encoder
@@ -484,6 +489,38 @@ def _param_groups(model: JointIntentSlotModel, cfg: NluTrainConfig) -> list[dict
     ]
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class ProgressLog:
+    """A log line at least every ``every_s`` seconds inside the step loop: what cron,
+    chain.log and nohup get instead of a tqdm bar. Reads only the clock (no device sync)."""
+
+    def __init__(self, label: str, every_s: float, epochs: int, steps_per_epoch: int) -> None:
+        self.label, self.every_s, self.epochs, self.steps_per_epoch = label, every_s, epochs, steps_per_epoch
+        self.started = self.last = time.perf_counter()
+        self.done_steps = 0
+
+    def step(self, epoch: int, batch: int, samples: int, epoch_started: float) -> None:
+        """After batch ``batch`` (1-based) of ``epoch``; ``samples`` seen in this epoch so far."""
+        self.done_steps += 1
+        now = time.perf_counter()
+        if self.every_s <= 0 or now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = samples / max(now - epoch_started, 1e-9)
+        per_step = (now - self.started) / self.done_steps
+        left_epoch = (self.steps_per_epoch - batch) * per_step
+        left_total = (self.epochs * self.steps_per_epoch - self.done_steps) * per_step
+        log.info("progress %s: epoch %d/%d, batch %d/%d, %.1f samples/s, ETA epoch %s, ETA training %s "
+                 "(upper bound: early stopping may end sooner)", self.label, epoch, self.epochs, batch,
+                 self.steps_per_epoch, rate, _duration(left_epoch), _duration(left_total))
+
+
 def _progress(iterable: Any, enabled: bool, desc: str, total: int) -> Any:
     if not enabled:
         return iterable
@@ -597,6 +634,12 @@ def train_nlu(
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     cfg = cfg or NluTrainConfig()
+    if not sys.stderr.isatty():
+        # "Loading weights" bars of transformers: carriage returns in chain.log, no information;
+        # the progress log lines (progress_every_s) say what matters. On a terminal: as before.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if not train:
         raise ValueError("no training examples")
     dev = list(dev or [])
@@ -667,6 +710,8 @@ def _fit(
     bad_epochs = 0
     log.info("training: %d examples, %d steps/epoch x %d epochs, device %s, world %d",
              len(lengths), steps_per_epoch, cfg.epochs, device, ddp.world_size)
+    progress = ProgressLog(cfg.progress_label, cfg.progress_every_s if ddp.is_main else 0.0,
+                           cfg.epochs, len(epoch_batches(1)))
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         batches = epoch_batches(epoch)
@@ -677,7 +722,7 @@ def _fit(
         loss_sum = torch.zeros((), device=device)
         n_seen = 0
         t0 = time.perf_counter()
-        for batch in _progress(loader, show, f"epoch {epoch}", len(batches)):
+        for i_batch, batch in enumerate(_progress(loader, show, f"epoch {epoch}", len(batches)), 1):
             n_seen += batch["input_ids"].shape[0]
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with _autocast(device, cfg.bf16):
@@ -689,6 +734,7 @@ def _fit(
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach()
+            progress.step(epoch, i_batch, n_seen * ddp.world_size, t0)
         if ddp.world_size > 1:
             import torch.distributed as dist
 

@@ -34,11 +34,17 @@ log = logging.getLogger("model_training")
 
 
 @dataclass
+class LoggingSection:
+    progress_every_s: float = 30.0   # a progress log line at least this often (also without a TTY)
+
+
+@dataclass
 class TrainingConfig:
     state_dir: str = "???"
     task: TaskConfig = field(default_factory=TaskConfig)
     # the task's hyperparameters (utils/conf/task/<task>.yaml `training:`), typed per task below
     training: dict[str, Any] = field(default_factory=dict)
+    logging: LoggingSection = field(default_factory=LoggingSection)
 
 
 @dataclass
@@ -49,6 +55,12 @@ class TabularParams:
     class_weight: str | None = None
     seed: int = 42
     validation_fraction: float = 0.2
+
+
+def log_training_input(frame: pd.DataFrame, data_path: Path, targets: str) -> None:
+    """The dataset this run trained on, in the run's Datasets panel (digest, schema, source)."""
+    dataset = mlflow.data.from_pandas(frame, source=str(data_path), name=data_path.name, targets=targets)
+    mlflow.log_input(dataset, context="training")
 
 
 def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
@@ -63,6 +75,7 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
     params: TabularParams = OmegaConf.to_object(OmegaConf.merge(
         OmegaConf.structured(TabularParams), config.training))  # type: ignore[assignment]
     frame = pd.read_csv(data_path, dtype={task.id_column: str})
+    log_training_input(frame, data_path, task.label_column)
     features = frame[task.feature_columns].astype(float)
     labels = frame[task.label_column].astype(int)
     stratify = labels if labels.value_counts().min() >= 2 else None
@@ -121,7 +134,12 @@ def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[s
     params: NluTrainConfig = OmegaConf.to_object(OmegaConf.merge(
         OmegaConf.structured(NluTrainConfig), training))  # type: ignore[assignment]
     params.encoder = config.task.encoder or params.encoder
-    train, dev = split_nlu(read_jsonl(data_path), dev_fraction, params.seed)
+    params.progress_every_s = float(config.logging.progress_every_s)
+    params.progress_label = "step model_training"
+    examples = read_jsonl(data_path)
+    log_training_input(pd.DataFrame({"text": [e.text for e in examples], "intent": [e.intent for e in examples],
+                                     "tags": [" ".join(e.tags) for e in examples]}), data_path, "intent")
+    train, dev = split_nlu(examples, dev_fraction, params.seed)
     log.info("NLU training on %d examples, dev %d, encoder %s", len(train), len(dev), params.encoder)
     mlflow.log_params({**flatten("training", vars(params)), "training.dev_fraction": dev_fraction,
                        "rows_train": len(train), "rows_validation": len(dev)})

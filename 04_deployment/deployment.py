@@ -94,11 +94,13 @@ def go(config: DeploymentConfig) -> int:
 
     if champion == candidate and store.production_version() == candidate:
         log.info("%s is already in production: nothing to do", candidate)
-        mlflow.set_tag("pipeline.deployment", "unchanged")
+        mlflow.set_tags({"pipeline.deployment": "unchanged",
+                         "pipeline.deployment_reason": "already in production"})
         return 0
     deploy, reason = decide(candidate_score, champion_score, config.deployment.tolerance,
                             config.deployment.force)
     run = mlflow.active_run()
+    mlflow.set_tag("pipeline.deployment_reason", reason)   # main.py's summary reads it
     details = {"metric": task.primary_metric, "score": candidate_score, "champion": champion,
                "champion_score": champion_score, "reason": reason,
                "run_id": run.info.run_id if run else None}

@@ -7,7 +7,13 @@ Writes to `reports/` and logs to MLflow:
   confusionmatrix.png   tabular: label confusion matrix; NLU: intent confusion matrix
   slot_f1.png           NLU only: seqeval F1 per slot type
   metric_history.png    the primary metric of every model version over time, deployed ones starred
+  training_curves.png   per-epoch train loss and dev metrics of the production model's training
+                        run (its MLflow metric history; NLU: every epoch; tabular: none)
+  drift_<feature>.png   reference vs new distribution of each monitored feature (drift.json)
+  drift_timeline.png    drift verdicts, retrains and deployments over time (ticks.jsonl)
   report.html           run summary, metrics, plots, diagnostics tables, drift (images embedded)
+  report_context.json   what report.html was rendered from: main.py re-renders the page with
+                        the final step table once the pipeline run has ended
 Run the diagnostics step first (main.steps=all does).
 """
 from __future__ import annotations
@@ -25,7 +31,9 @@ import mlflow
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
 from utils.monitoring import report_lib as rl
-from utils.monitoring.diagnostics_lib import QUANTILES, read_diagnostics
+from utils.monitoring.diagnostics_lib import QUANTILES, read_diagnostics, step_timing
+from utils.monitoring.drift_view import correction_name, drift_verdict, feature_rows
+from utils.tick.tick_state import read_ticks
 from utils.models.model_store import ModelStore
 from utils.pipeline.paths import StatePaths
 from utils.pipeline.step_config import TaskConfig
@@ -86,7 +94,6 @@ def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict
 
 def summary_rows(task: TaskConfig, diagnostics: dict[str, Any], store: ModelStore,
                  production: str | None) -> list[tuple[str, Any]]:
-    pipeline = diagnostics.get("timing", {}).get("pipeline", {})
     deploys = [e for e in store.history() if e.get("event") in ("deploy", "rollback")
                and e.get("version") == production]
     rows: list[tuple[str, Any]] = [
@@ -94,9 +101,6 @@ def summary_rows(task: TaskConfig, diagnostics: dict[str, Any], store: ModelStor
         ("production version", production or "none deployed"),
         ("in production since", deploys[-1].get("time") if deploys else None),
         ("deployment reason", deploys[-1].get("reason") if deploys else None),
-        ("pipeline run", pipeline.get("pipeline_run_id")),
-        ("pipeline started", pipeline.get("started")),
-        ("pipeline wall time (s)", pipeline.get("total_wall_s")),
         ("test data", diagnostics.get("test_path")),
         ("ingested examples", diagnostics.get("summary_stats", {}).get("n_rows")),
     ]
@@ -112,6 +116,52 @@ def prediction_table(task: TaskConfig, predictions: dict[str, Any], n: int) -> t
         rows = [{**r, "slots": ", ".join(f"{s.get('type')}={s.get('text')}" for s in r.get("slots", []))}
                 for r in rows]
     return columns, rows
+
+
+def training_curve_plot(production: str | None, metadata: dict[str, Any],
+                        reports: Path) -> tuple[dict[str, Any] | None, str]:
+    """The per-epoch curves of the production model's training run, or why there are none."""
+    run_id = metadata.get("run_id")
+    if not run_id:
+        return None, "the production model records no training run"
+    try:
+        curves = rl.training_curves(mlflow.MlflowClient(), run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        return None, f"training run {run_id} not readable ({exc.message})"
+    if not curves:
+        return None, (f"training run {run_id} logged no per-epoch metric (step >= 1) "
+                      "(the tabular LogisticRegression is fitted in one go: no epochs)")
+    path = rl.training_curves_png(curves, reports / "training_curves.png",
+                                  f"{production}: training per epoch (MLflow run {run_id[:8]})")
+    return ({"file": path, "alt": "training curves", "size": rl.CURVES_SIZE_PX,
+             "caption": f"Per-epoch {', '.join(sorted(curves))} of the training run of {production}, "
+                        "from its MLflow metric history (epoch = step)."}, "")
+
+
+def drift_section(reports: Path, state_dir: Path, store: ModelStore, model_name: str) -> dict[str, Any]:
+    """Verdict, per-feature table, per-feature plots and the timeline of the drift checks."""
+    doc = rl.read_drift(reports)
+    ticks = [t for t in read_ticks(state_dir, limit=500) if t.get("model", model_name) == model_name]
+    events = rl.drift_events(ticks, store.history(), doc if isinstance(doc, dict) and "error" not in doc else None)
+    plots = rl.drift_plots(doc, reports) if doc and "error" not in doc else []
+    timeline = None
+    if events:
+        path = rl.drift_timeline_png(events, reports / "drift_timeline.png", f"{model_name}: drift checks, "
+                                     "retrains and deployments")
+        timeline = {"file": path, "alt": "drift timeline", "size": rl.TIMELINE_SIZE_PX,
+                    "caption": f"{sum(e['kind'] == 'check' for e in events)} drift checks (red: drift, green: "
+                               f"none), {sum(e['kind'] == 'retrain' for e in events)} retrains and "
+                               f"{sum(e['kind'] == 'deploy' for e in events)} deployments, from "
+                               "logs/ticks.jsonl and models/deployments.jsonl."}
+    return {"doc": doc, "verdict": drift_verdict(doc),
+            "features": feature_rows((doc or {}).get("distribution") if isinstance(doc, dict) else None),
+            "correction": correction_name(doc if isinstance(doc, dict) else None),
+            "plots": plots, "timeline": timeline}
+
+
+def _embedded(plot: dict[str, Any]) -> dict[str, Any]:
+    return {"src": rl.png_data_uri(plot["file"]), "alt": plot["alt"], "caption": plot["caption"],
+            "width": plot["size"][0], "feature": plot.get("feature"), "drift": plot.get("drift")}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -142,28 +192,39 @@ def go(config: ReportingConfig) -> int:
     metadata = store.read_metadata(production) if production and store.has_version(production) else {}
     predictions = diagnostics.get("predictions", {})
     columns, sample = prediction_table(task, predictions, config.reporting.sample_rows)
+    curves, curves_note = training_curve_plot(production, metadata, reports)
+    drift = drift_section(reports, paths.state_dir, store, task.model_name)
+    run = mlflow.active_run()
+    try:   # fresher than diagnostics.json's copy: the diagnostics step has finished by now
+        pipeline = step_timing(mlflow.MlflowClient(), run.info.run_id if run else None)
+    except mlflow.exceptions.MlflowException:
+        pipeline = diagnostics.get("timing", {}).get("pipeline", {})
     context = {
         "title": f"{task.model_name}: pipeline report",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "task": task.name, "state_dir": str(paths.state_dir),
         "summary": summary_rows(task, diagnostics, store, production),
-        "pipeline": diagnostics.get("timing", {}).get("pipeline", {}),
+        "pipeline": pipeline, "finalized": False,
         "production": production, "primary_metric": task.primary_metric,
         "production_note": predictions.get("error", "the production version has no scores.json"),
         "metrics": {k: v for k, v in (scores or {}).get("metrics", {}).items() if isinstance(v, (int, float))},
         "validation_metrics": metadata.get("validation_metrics") or {},
         "predictions": predictions if "rows" in predictions else None,
         "prediction_columns": columns, "prediction_sample": sample,
-        "plots": [{"src": rl.png_data_uri(p["file"]), "alt": p["alt"], "caption": p["caption"],
-                   "width": p["size"][0]} for p in plots],
+        "plots": [_embedded(p) for p in plots],
+        "training_curves": _embedded(curves) if curves else None, "training_curves_note": curves_note,
         "history": history,
         "diag": diagnostics,
         "quantile_keys": [f"{q:g}" for q in QUANTILES],
-        "drift": rl.read_drift(reports),
+        "drift": drift["doc"], "drift_verdict": drift["verdict"], "drift_features": drift["features"],
+        "drift_correction": drift["correction"], "drift_plots": [_embedded(p) for p in drift["plots"]],
+        "drift_timeline": _embedded(drift["timeline"]) if drift["timeline"] else None,
     }
     html = rl.render_report(TEMPLATE, context)
     out = reports / "report.html"
     write_text_atomic(out, html)
+    rl.save_context(reports, context, TEMPLATE)
+    plots += [p for p in (curves, drift["timeline"]) if p] + drift["plots"]
     for plot in plots:
         mlflow.log_artifact(str(plot["file"]), artifact_path="reports")
     mlflow.log_artifact(str(out), artifact_path="reports")

@@ -8,6 +8,7 @@ from typing import Any
 
 from utils.models.catalog import read_control, read_monitoring
 from utils.models.model_store import ModelStore
+from utils.monitoring.drift_view import drift_verdict
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -27,23 +28,6 @@ def last_event(store: ModelStore, kinds: set[str], version: str | None = None) -
         if event.get("event") in kinds and (version is None or event.get("version") == version):
             return event
     return None
-
-
-def drift_verdict(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The last drift check as a verdict and the signals that caused it (not just "yes")."""
-    if not report:
-        return None
-    signals = report.get("signals") or {}
-    fired = [k for k, v in signals.items() if v]
-    reasons = []
-    performance = report.get("performance") or {}
-    if signals.get("performance") and performance.get("reason"):
-        reasons.append(f"performance: {performance['reason']}")
-    distribution = report.get("distribution") or {}
-    for signal in (distribution.get("signals") or [])[:5]:
-        reasons.append(f"distribution: {signal}" if isinstance(signal, str) else f"distribution: {json.dumps(signal)}")
-    return {"drift": bool(fired), "fired": fired, "reasons": reasons, "checked": report.get("checked")
-            or report.get("time") or report.get("generated")}
 
 
 def model_summary(svc: Any, name: str) -> dict[str, Any]:

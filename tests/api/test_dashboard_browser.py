@@ -50,6 +50,11 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, 
         scores_file = st.version_dir(version) / "scores.json"          # spread over two weeks
         scores = json.loads(scores_file.read_text())
         scores_file.write_text(json.dumps({**scores, "scored": f"2026-11-{day}T10:00:00+0000"}))
+
+    from tests.diagnostics.builders import drift_doc
+
+    (state / "reports" / "attrition_model").mkdir(parents=True, exist_ok=True)
+    (state / "reports" / "attrition_model" / "drift.json").write_text(json.dumps(drift_doc(True)))
     app = make_app(state)
     client = app.test_client()
     for n in (1, 5, 20):
@@ -77,3 +82,10 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, 
     assert count_colour(shot, second, tolerance=20) > 300, "the second model's line is not on the page"
     assert count_colour(shot, (0x2b, 0x2d, 0x42), tolerance=4) > 5_000, "the page header did not render"
     assert count_colour(shot, (0xff, 0xd7, 0x00), tolerance=40) > 50, "no deployed-version markers"
+    # the drift card: red verdict and the signals behind it (dark red list)
+    assert count_colour(shot, (0xc6, 0x28, 0x28), tolerance=30) > 40, "no drift verdict on the page"
+    assert count_colour(shot, (0x8a, 0x1c, 0x1c), tolerance=30) > 100, "no drift reasons on the page"
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1400, 1400)

@@ -284,15 +284,15 @@ def test_dashboard_renders_everything(client, state, app):
     client.post("/prediction", json={"records": [RECORD] * 3})
     app.extensions["mlops"].prediction_log.flush()
     write_diagnostics(state)
-    (state / "reports" / "attrition_model" / "drift.json").write_text(json.dumps({
-        "time": "today", "signals": {"performance": True, "distribution": False},
-        "performance": {"reason": "f1 0.41 on the new rows < recorded 0.53"}}))
+    from tests.diagnostics.builders import drift_doc
+
+    (state / "reports" / "attrition_model" / "drift.json").write_text(json.dumps(drift_doc(True)))
     r = client.get("/dashboard")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
     for fragment in ("attrition_model-v1", 'id="metric-history-plot"', "data:image/png;base64,",
-                     "Deployments", "drift: performance", "f1 0.41 on the new rows &lt; recorded 0.53",
-                     "diagnostics", "(3 predictions)", 'formaction="/admin/models/attrition_model/retrain"'):
+                     "Deployments", "drift", "lastmonth_activity: KS", "diagnostics", "(3 predictions)",
+                     'formaction="/admin/models/attrition_model/retrain"'):
         assert fragment in html, fragment
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert "form-action 'self'" in r.headers["Content-Security-Policy"]

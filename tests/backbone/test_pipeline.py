@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,64 @@ def test_multirun_tracks_every_job_and_the_best_ends_in_production(tmp_path):
 def _training_runs(client: mlflow.MlflowClient) -> list:
     return [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
             if r.data.tags.get("pipeline.step") == "model_training"]
+
+
+# ---- what an operator sees: the finished report, the summary, the MLflow conventions ----------
+STEP_ROW = re.compile(r'<tr><td>(\w+)</td><td>([^<]+)</td>\s*<td class="n">([^<]+)</td>\s*<td class="n">([^<]+)</td>')
+
+
+def seconds(text: str) -> float:
+    """ "1,234 s" -> 1234.0 (the report's duration cells)."""
+    return float(text.replace(",", "").split()[0])
+
+
+def test_report_of_a_finished_chain_shows_every_step_finished(tabular_chain):
+    html = (tabular_chain / "reports" / "attrition_model" / "report.html").read_text()
+    table = html[html.index('<table id="steps">'):]
+    table = table[:table.index("</table>")]
+    rows = {m.group(1): m.groups()[1:] for m in STEP_ROW.finditer(table)}
+    assert list(rows) == ["data_ingestion", "model_training", "model_scoring", "model_deployment",
+                          "diagnostics", "reporting"]
+    assert {status for status, _, _ in rows.values()} == {"FINISHED"}
+    client = client_for(tabular_chain)
+    [parent] = parent_runs(client)
+    parent_wall = (parent.info.end_time - parent.info.start_time) / 1000
+    walls = [seconds(wall) for _, _, wall in rows.values()]
+    durations = [seconds(d) for _, d, _ in rows.values()]
+    assert all(d > 0 for d in durations)
+    assert sum(durations) <= sum(walls) <= parent_wall
+    assert "written while the run was going" not in html
+    shown = re.search(r"pipeline wall time <b>([^<]+)</b>", html).group(1)
+    assert seconds(shown) == pytest.approx(parent_wall, rel=2e-3)   # 4 significant digits
+
+
+def test_summary_names_the_candidate_and_production(tabular_chain):
+    stdout = (tabular_chain / "main_stdout.txt").read_text()
+    assert re.search(r"candidate model:   attrition_model-v1 \(f1 0\.\d{4} on the test data\); "
+                     r"gate: deployed \(no champion yet\)", stdout), stdout[-2000:]
+
+
+def test_mlflow_shows_datasets_names_and_description(tabular_chain):
+    client = client_for(tabular_chain)
+    [parent] = parent_runs(client)
+    assert parent.info.run_name.startswith("attrition_model ")
+    assert parent.data.tags["mlflow.note.content"].startswith("Pipeline run of `attrition_model`")
+    children = {r.data.tags["pipeline.step"]: r for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    for run in (parent, children["data_ingestion"], children["model_training"]):
+        assert [d.dataset.name for d in run.inputs.dataset_inputs][:1] == ["finaldata.csv"], run.info.run_name
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "parent run" in experiment.tags["mlflow.note.content"]
+
+
+def test_training_and_scoring_only_names_the_new_candidate(tabular_chain, tmp_path):
+    state = tmp_path / "state"
+    shutil.copytree(tabular_chain, state, symlinks=True)
+    proc = run_main("main.steps='model_training,model_scoring'", "training.C=0.5", state_dir=state)
+    assert re.search(r"candidate model:   attrition_model-v2 \(f1 0\.\d{4} on the test data\); gate: not run",
+                     proc.stdout), proc.stdout
+    assert "production model:  attrition_model-v1" in proc.stdout
+    [name] = [r.info.run_name for r in parent_runs(client_for(state)) if "training.C=0.5" in r.info.run_name]
+    assert "[model_training,model_scoring]" in name
+    assert "Downloading artifacts" not in proc.stderr and "UserWarning" not in proc.stderr

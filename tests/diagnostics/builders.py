@@ -166,10 +166,28 @@ def build_nlu_state(state_dir: Path) -> dict[str, Any]:
     return {"paths": paths, "store": store, "test_path": test_path, "production": version}
 
 
+def drift_doc(drift: bool, seed: int = 3) -> dict[str, Any]:
+    """A drift.json as utils/tick/drift_check.py writes it, from real statistics on generated
+    rows: with ``drift`` the new rows' lastmonth_activity is shifted up by 60 (clear KS drift)."""
+    from utils.monitoring.drift import DriftSettings, tabular_drift
+
+    reference = tabular_frame(300, seed)
+    new = tabular_frame(250, seed + 1, prefix="n")
+    if drift:
+        new["lastmonth_activity"] = new["lastmonth_activity"] + 60
+    report = tabular_drift(reference, new, ["lastmonth_activity", "lastyear_activity", "number_of_employees"],
+                           ["exited"], DriftSettings())
+    perf = {"production": "attrition_model-v3", "metric": "f1", "drift": False, "n_examples": 250,
+            "rule": "lower", "relative_tolerance": 0.0, "new_score": 0.71, "recorded_score": 0.70,
+            "reason": "new score 0.7100 >= recorded 0.7000"}
+    return {"time": "2026-01-02T03:04:05+0000", "tick": "20260102T030405-abc123", "task": "tabular",
+            "n_reference": 300, "n_new": 250, "drift": report.drift,
+            "signals": {"performance": False, "distribution": report.drift},
+            "performance": perf, "distribution": report.to_dict(), "prediction_inputs": None, "duration_s": 0.2}
+
+
 def write_drift(paths: StatePaths, drift: bool) -> dict[str, Any]:
-    doc = {"time": "2026-01-02T03:04:05+0000", "drift": drift,
-           "signals": {"lastmonth_activity": {"ks_pvalue": 0.0012, "drift": True},
-                       "label_share": {"psi": 0.31}}, "reference_rows": 300}
+    doc = drift_doc(drift)
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     (paths.reports_dir / "drift.json").write_text(json.dumps(doc))
     return doc

@@ -23,10 +23,12 @@ def test_main_all_writes_diagnostics_and_report(tmp_path):
     assert d["model_version"] == "attrition_model-v1" and d["predictions"]["n_examples"] == 400
     steps = {s["step"]: s for s in d["timing"]["pipeline"]["steps"]}
     assert all(steps[s]["status"] == "FINISHED" and steps[s]["duration_s"] > 0 for s in EARLIER)
+    # diagnostics.json is written mid-run; report.html is rewritten by main.py at the end
     assert steps["diagnostics"]["status"] == "RUNNING" and steps["reporting"]["status"] == "PENDING"
     assert d["timing"]["latency"]["n_calls"] == 50
     html = (reports / "report.html").read_text()
-    assert "attrition_model-v1" in html and html.count("data:image/png;base64,") == 2
+    assert "attrition_model-v1" in html and html.count("data:image/png;base64,") == 3  # + timeline
+    assert "<td>reporting</td><td>FINISHED</td>" in html
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
     [parent] = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -324,14 +324,17 @@ def find_pipeline_run(client: Any, current_run_id: str | None, experiment_id: st
 
 
 def step_timing(client: Any, current_run_id: str | None = None,
-                experiment_id: str | None = None) -> dict[str, Any]:
+                experiment_id: str | None = None, pipeline_run_id: str | None = None) -> dict[str, Any]:
     """Duration of each step of the last pipeline run, from its MLflow runs.
 
     Per step: ``duration_s`` (the step's own run, end - start), ``wall_s`` (as the pipeline
     measured it: process start included) and ``reused`` (a cached run from an earlier
     pipeline). Steps not finished yet (the current one) have ``duration_s`` None.
+    ``total_wall_s``: the pipeline run's own end - start once it has ended, else the sum of
+    the finished steps' wall times. ``pipeline_run_id`` names the run (main.py, at the end).
     """
-    parent = find_pipeline_run(client, current_run_id, experiment_id)
+    parent = (client.get_run(pipeline_run_id) if pipeline_run_id
+              else find_pipeline_run(client, current_run_id, experiment_id))
     if parent is None:
         return {"pipeline_run_id": None, "steps": [], "reason": "no pipeline run in MLflow yet"}
     current = client.get_run(current_run_id) if current_run_id else None
@@ -351,9 +354,13 @@ def step_timing(client: Any, current_run_id: str | None = None,
                       "wall_s": _number(parent.data.metrics.get(f"duration_s.{name}")),
                       "reused": run.data.tags.get("mlflow.parentRunId") != parent.info.run_id})
     done = [s["wall_s"] for s in steps if s["wall_s"] is not None]
+    ended = _duration_s(parent) if parent.info.status != "RUNNING" else None
     return {"pipeline_run_id": parent.info.run_id, "pipeline_status": parent.info.status,
-            "started": _iso(parent.info.start_time), "task": parent.data.tags.get("pipeline.task"),
-            "steps": steps, "total_wall_s": sum(done) if done else None}
+            "pipeline_run_name": parent.info.run_name,
+            "started": _iso(parent.info.start_time), "ended": _iso(parent.info.end_time),
+            "task": parent.data.tags.get("pipeline.task"), "steps": steps,
+            "steps_wall_s": sum(done) if done else None,
+            "total_wall_s": ended if ended is not None else (sum(done) if done else None)}
 
 
 # ----------------------------------------------------------------------------- dependencies

@@ -16,6 +16,10 @@ features does not cry wolf: under no drift the chance of any alarm stays near `a
 PSI and the OOV rate are effect sizes, not tests; they raise a signal only past a threshold,
 and PSI only on at least `psi_min_rows` new rows (on small samples its noise alone exceeds
 the usual thresholds). Ties in discrete data make KS conservative, never anti-conservative.
+
+Each report also keeps, per feature, what a person needs to see the change
+(``distributions``: both samples' histogram over the same bins, or their category counts):
+the report draws them later, when the reference itself has already been replaced.
 """
 from __future__ import annotations
 
@@ -77,6 +81,8 @@ class DriftReport:
     psi: dict[str, float] = field(default_factory=dict)
     oov: dict[str, float] | None = None
     signals: list[str] = field(default_factory=list)    # what drifted, e.g. "ks:lastmonth_activity"
+    # per feature, what the report draws: shared-bin histograms (numeric) or category counts
+    distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def drift(self) -> bool:
@@ -139,6 +145,48 @@ def psi_categorical(reference: Iterable[Any], new: Iterable[Any]) -> float:
     return _psi(np.array([ref_counts[c] for c in categories]), np.array([new_counts[c] for c in categories]))
 
 
+MAX_BINS = 30
+MAX_CATEGORIES = 20
+
+
+def numeric_histogram(reference: Iterable[float], new: Iterable[float],
+                      max_bins: int = MAX_BINS) -> dict[str, Any]:
+    """Counts of both samples over the same bin edges: enough to draw them, small to store.
+
+    Integer data with few distinct values gets one bin per value; otherwise up to
+    ``max_bins`` equal-width bins over the combined range.
+    """
+    ref, cur = _clean(reference), _clean(new)
+    both = np.concatenate([ref, cur])
+    if len(both) == 0:
+        return {"kind": "numeric", "edges": [], "reference": [], "new": []}
+    low, high = float(both.min()), float(both.max())
+    integral = bool(np.all(both == np.round(both)))
+    if integral and high - low + 1 <= max_bins:
+        edges = np.arange(low - 0.5, high + 1.5)
+    else:
+        edges = np.linspace(low, high if high > low else low + 1.0, max_bins + 1)
+    return {"kind": "numeric", "edges": [float(e) for e in edges],
+            "reference": np.histogram(ref, edges)[0].astype(int).tolist(),
+            "new": np.histogram(cur, edges)[0].astype(int).tolist()}
+
+
+def category_counts(reference: Iterable[Any], new: Iterable[Any],
+                    max_categories: int = MAX_CATEGORIES) -> dict[str, Any]:
+    """Counts per category of both samples (the most frequent ones, the rest as "other")."""
+    ref_counts, new_counts = Counter(map(str, reference)), Counter(map(str, new))
+    total = ref_counts + new_counts
+    top = [c for c, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    out = {"kind": "categorical", "categories": top,
+           "reference": [ref_counts[c] for c in top], "new": [new_counts[c] for c in top]}
+    if len(total) > len(top):
+        rest = set(total) - set(top)
+        out["categories"].append("other")
+        out["reference"].append(sum(ref_counts[c] for c in rest))
+        out["new"].append(sum(new_counts[c] for c in rest))
+    return out
+
+
 def _psi(ref_counts: np.ndarray, new_counts: np.ndarray, eps: float = 1e-4) -> float:
     ref = np.maximum(ref_counts / ref_counts.sum(), eps)
     cur = np.maximum(new_counts / new_counts.sum(), eps)
@@ -198,10 +246,12 @@ def tabular_drift(reference: Any, new: Any, numeric: Sequence[str], categorical:
         if column in reference and column in new:
             report.tests.append(ks_test(column, reference[column], new[column]))
             report.psi[column] = psi_numeric(reference[column], new[column], settings.psi_bins)
+            report.distributions[column] = numeric_histogram(reference[column], new[column])
     for column in categorical:
         if column in reference and column in new:
             report.tests.append(chi2_test(column, reference[column], new[column]))
             report.psi[column] = psi_categorical(reference[column], new[column])
+            report.distributions[column] = category_counts(reference[column], new[column])
     return _finish(report, settings)
 
 
@@ -266,12 +316,15 @@ def nlu_drift(reference_texts: Sequence[str], new_texts: Sequence[str],
     new_len = [len(t.split()) for t in new_texts]
     report.tests.append(ks_test("utterance_length", ref_len, new_len))
     report.psi["utterance_length"] = psi_numeric(ref_len, new_len, settings.psi_bins)
+    report.distributions["utterance_length"] = numeric_histogram(ref_len, new_len)
     if labelled:
         report.tests.append(chi2_test("intent", reference_intents or [], new_intents or []))
         report.psi["intent"] = psi_categorical(reference_intents or [], new_intents or [])
+        report.distributions["intent"] = category_counts(reference_intents or [], new_intents or [])
     if reference_tags is not None and new_tags is not None:
         ref_slots, new_slots = slot_types(reference_tags), slot_types(new_tags)
         report.tests.append(chi2_test("slot_type", ref_slots, new_slots))
+        report.distributions["slot_type"] = category_counts(ref_slots, new_slots)
     report.oov = oov_report(reference_texts, new_texts, settings.seed)
     return _finish(report, settings)
 

@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Callable, TypeVar
 
+from utils.pipeline.quiet import silence_known_noise
 from utils.pipeline.step_config import (
     StepConfigError,
     configure_logging,
@@ -22,6 +23,7 @@ T = TypeVar("T")
 def run_step(description: str, schema: type[T], go: Callable[[T], int]) -> None:
     """Parse the CLI, load the config as ``schema``, call ``go`` in the run, exit with its code."""
     configure_logging()
+    silence_known_noise()
     log = logging.getLogger("step")
     args = step_argument_parser(description).parse_args()
     try:

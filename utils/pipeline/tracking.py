@@ -26,16 +26,31 @@ def absolute_tracking_uri(uri: str, base: Path) -> str:
     return Path(base / uri).resolve().as_uri()
 
 
+EXPERIMENT_DESCRIPTION = (
+    "Runs of the MLOps pipeline (main.py). Each pipeline run is a parent run named "
+    "`<model> <time> [steps] <overrides>` with one child run per step (data_ingestion, "
+    "model_training, model_scoring, model_deployment, diagnostics, reporting); the cron tick adds "
+    "`drift-check` runs. Registered models: Models tab, alias `champion` = production.")
+# MLflow 3 opens an experiment on its GenAI overview unless it knows it holds training runs
+EXPERIMENT_TAGS = {"mlflow.note.content": EXPERIMENT_DESCRIPTION,
+                   "mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(name: str, paths: StatePaths) -> str:
-    """Experiment id for ``name``, created with its artifacts under ``<state_dir>/mlartifacts``."""
+    """Experiment id for ``name``, created with its artifacts under ``<state_dir>/mlartifacts``,
+    a description and the "training runs" kind (tags missing on an older experiment are added)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        missing = {k: v for k, v in EXPERIMENT_TAGS.items() if k not in experiment.tags}
+        for key, value in missing.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     paths.artifacts_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return mlflow.create_experiment(name, artifact_location=paths.artifacts_dir.as_uri())
+        return mlflow.create_experiment(name, artifact_location=paths.artifacts_dir.as_uri(),
+                                        tags=EXPERIMENT_TAGS)
     except Exception:  # created concurrently by another process
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
@@ -61,3 +76,15 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: value}
+
+
+def copy_dataset_inputs(source_run_id: str, target_run_id: str) -> int:
+    """Show a step's logged datasets on the pipeline (parent) run too; returns how many."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    inputs = client.get_run(source_run_id).inputs
+    datasets = list(inputs.dataset_inputs) if inputs else []
+    if datasets:
+        client.log_inputs(target_run_id, datasets=datasets)
+    return len(datasets)

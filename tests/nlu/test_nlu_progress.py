@@ -1,0 +1,42 @@
+"""Progress of NLU training without a terminal: log lines inside the epoch (cron, chain.log)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from utils.data.nlu_data import write_jsonl
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROGRESS = re.compile(r"progress step model_training: epoch (\d+)/2, batch (\d+)/(\d+), "
+                      r"[\d.]+ samples/s, ETA epoch \S+, ETA training \S+")
+
+
+def test_progress_lines_in_a_non_tty_training(tiny_encoder: str, small_train: list, tmp_path: Path) -> None:
+    write_jsonl(small_train, tmp_path / "train.jsonl")
+    write_jsonl(small_train[:4], tmp_path / "dev.jsonl")
+    # stdout/stderr are pipes, not a TTY: no tqdm bar, so only the progress log says anything
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "02_training" / "nlu_model.py"), "--train", str(tmp_path / "train.jsonl"),
+         "--dev", str(tmp_path / "dev.jsonl"), "--encoder", tiny_encoder, "--out", str(tmp_path / "b"),
+         "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--progress-every-s", "0.001",
+         "--progress-label", "step model_training"],
+        capture_output=True, text=True, timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                                                          "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [m for m in (PROGRESS.search(line) for line in proc.stderr.splitlines()) if m]
+    assert lines, proc.stderr[-3000:]
+    assert {m.group(1) for m in lines} == {"1", "2"}, "a line in every epoch"
+    assert all(int(m.group(2)) <= int(m.group(3)) for m in lines)
+    assert "it/s" not in proc.stderr, "no tqdm bar without a terminal"
+
+
+def test_progress_off_with_zero_interval(tiny_cfg, small_train: list, caplog) -> None:
+    import logging
+
+    import nlu_model
+
+    with caplog.at_level(logging.INFO, logger=nlu_model.log.name):
+        nlu_model.train_nlu(small_train[:8], [], tiny_cfg(epochs=1, progress_every_s=0.0))
+    assert "progress " not in caplog.text
