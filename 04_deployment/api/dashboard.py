@@ -21,7 +21,7 @@ from utils.models.model_store import ModelStore, ModelStoreError, parse_version_
 from utils.monitoring.prediction_log import prediction_volume
 
 PRIMARY_COLOR = "#1f77b4"      # the first model's line (the browser test looks for it)
-MODEL_COLORS = (PRIMARY_COLOR, "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+MODEL_COLORS = (PRIMARY_COLOR, "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 DEPLOY_COLOR = "#ffd700"
 _plot_cache: dict[Any, str] = {}
 _plot_lock = threading.Lock()

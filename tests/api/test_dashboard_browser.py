@@ -71,7 +71,7 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, 
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1400,1000", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
+             "--window-size=1400,1400", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
             capture_output=True, text=True, timeout=120)
     finally:
         server.shutdown()

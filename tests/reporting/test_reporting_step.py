@@ -152,10 +152,10 @@ def test_drift_results_are_shown_when_present(tabular_copy):
 def test_drift_plots_per_feature_decoded_and_captioned(tabular_copy):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
-    write_drift(StatePaths.of(root), drift=True)
+    write_drift(StatePaths.of(root).model("attrition_model"), drift=True)
     code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
     assert code == 0
-    reports = root / "reports"
+    reports = root / "reports" / "attrition_model"
     features = ("lastmonth_activity", "lastyear_activity", "number_of_employees", "exited")
     for feature in features:
         pixels = png(reports / f"drift_{feature}.png")
