@@ -59,7 +59,7 @@ def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
-    data = paths.finaldata_csv if cfg.task.name == "tabular" else paths.finaldata_jsonl
+    data = paths.finaldata_csv if cfg.task.name in ("tabular", "forecast") else paths.finaldata_jsonl
     return sha256_file(data) if data.is_file() else None
 
 
