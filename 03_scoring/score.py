@@ -82,6 +82,10 @@ def go(config: ScoringConfig) -> int:
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     log_json_artifact(report, "scoring_report.json")
     store.write_score(version, metrics, task.primary_metric)
+    if task.name == "forecast":  # the backtest and per-store tables, for the report
+        import json
+
+        (store.version_dir(version) / "forecast_report.json").write_text(json.dumps(report, indent=2))
 
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient()

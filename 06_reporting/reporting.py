@@ -6,6 +6,8 @@ score and the deployments) and `reports/drift.json` when the cron tick has writt
 Writes to `reports/` and logs to MLflow:
   confusionmatrix.png   tabular: label confusion matrix; NLU: intent confusion matrix
   slot_f1.png           NLU only: seqeval F1 per slot type
+  forecast.png          forecast only: history, forecast, seasonal-naive, actuals of sample series
+                        (+ the backtest and per-store tables from the version's forecast_report.json)
   metric_history.png    the primary metric of every model version over time, deployed ones starred
   report.html           run summary, metrics, plots, diagnostics tables, drift (images embedded)
 Run the diagnostics step first (main.steps=all does).
@@ -56,7 +58,16 @@ def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict
     predictions = diagnostics.get("predictions", {})
     version = diagnostics.get("model_version")
     rows = predictions.get("rows") or []
-    if rows:
+    if rows and task.name == "forecast":
+        from utils.monitoring.forecast_diagnostics import FORECAST_SIZE_PX, forecast_png
+
+        path = forecast_png(predictions, reports / "forecast.png",
+                            f"{version}: {task.horizon}-day forecast of sample series")
+        plots.append({"file": path, "alt": "forecast of sample series", "size": FORECAST_SIZE_PX,
+                      "caption": f"Recent history, the forecast from the end of the training data, seasonal-naive "
+                                 f"(dashed) and the actuals of {Path(predictions['test_path']).name} where known; "
+                                 "series picked across the volume range."})
+    elif rows:
         if task.name == "tabular":
             labels, matrix = rl.confusion_counts([r["label"] for r in rows], [r["predicted"] for r in rows],
                                                  list(task.label_values) or None)
@@ -105,6 +116,8 @@ def summary_rows(task: TaskConfig, diagnostics: dict[str, Any], store: ModelStor
 
 def prediction_table(task: TaskConfig, predictions: dict[str, Any], n: int) -> tuple[list[str], list[dict]]:
     rows = (predictions.get("rows") or [])[:n]
+    if task.name == "forecast":
+        return ["series", "date", "actual", "forecast", "seasonal_naive"], rows
     if task.name == "tabular":
         columns = ["id", "label", "predicted", "probability"]
     else:
@@ -112,6 +125,26 @@ def prediction_table(task: TaskConfig, predictions: dict[str, Any], n: int) -> t
         rows = [{**r, "slots": ", ".join(f"{s.get('type')}={s.get('text')}" for s in r.get("slots", []))}
                 for r in rows]
     return columns, rows
+
+
+def forecast_tables(store: ModelStore, version: str | None) -> list[dict[str, Any]]:
+    """Backtest per window and error per group, from the scoring step's forecast_report.json."""
+    import json
+
+    path = store.version_dir(version) / "forecast_report.json" if version else None
+    if path is None or not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    columns = ["model", "mae", "rmse", "wmape", "tweedie_deviance"]
+    group = report.get("group_column")
+    backtest = report.get("backtest", {})
+    tables = [{"title": f"Rolling-origin backtest: {backtest.get('windows')} windows of {backtest.get('horizon')} "
+                        f"days ({backtest.get('n_series')} series)",
+               "columns": ["cutoff", *columns], "rows": report.get("per_window", [])}]
+    if group:
+        tables.append({"title": f"Backtest error per {group}", "columns": [group, *columns],
+                       "rows": report.get("per_group", [])})
+    return tables
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -160,6 +193,7 @@ def go(config: ReportingConfig) -> int:
         "diag": diagnostics,
         "quantile_keys": [f"{q:g}" for q in QUANTILES],
         "drift": rl.read_drift(reports),
+        "tables": forecast_tables(store, production) if task.name == "forecast" else [],
     }
     html = rl.render_report(TEMPLATE, context)
     out = reports / "report.html"
