@@ -160,8 +160,7 @@ def go(config: IngestionConfig) -> int:
     entries = scan_source_dir(source_dir)
     changed = record.changed_entries(entries)
     ledger = None
-    target = dataset_path(paths, task)
-    existing = read_dataset(target, task)
+    existing = read_dataset(dataset_path(paths, task), task)
     if task.name == "forecast":  # oldest first, checked for gaps against the history so far
         from utils.data.forecast_data import SeriesLedger, first_date
 
@@ -198,6 +197,7 @@ def go(config: IngestionConfig) -> int:
                              reason=reason, time=now(), size=entry.size, mtime_ns=entry.mtime_ns))
         log.info("%-11s %s (%d rows)%s", status, entry.path.name, rows, f": {reason}" if reason else "")
 
+    target = dataset_path(paths, task)
     rows_before = len(existing)
     corrections = 0
     if accepted and task.name == "forecast":  # one row per (series, date): later files win

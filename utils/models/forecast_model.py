@@ -128,6 +128,21 @@ def model_frame(frame: pd.DataFrame, cols: Columns, means: dict[str, dict[str, f
     return out.sort_values([ID, DS], kind="stable").reset_index(drop=True)
 
 
+def request_frame(frame: pd.DataFrame, cols: Columns) -> pd.DataFrame:
+    """The pyfunc's input typed as its signature wants: ids and dates as text, numbers as float,
+    flags as text (an all-empty event column reads as float NaN from CSV and would be refused)."""
+    out = pd.DataFrame({cols.series: frame[cols.series].astype(str).to_numpy()})
+    if cols.time in frame.columns:
+        out[cols.time] = frame[cols.time].astype(str).to_numpy()
+    for c in cols.numeric:
+        if c in frame.columns:
+            out[c] = pd.to_numeric(frame[c], errors="coerce").astype(float).to_numpy()
+    for c in cols.flags:
+        if c in frame.columns:
+            out[c] = frame[c].astype("string").fillna("").astype(object).to_numpy()
+    return out
+
+
 def make_forecaster(params: ForecastParams, cols: Columns) -> Any:
     """An unfitted MLForecast with the global LightGBM (Tweedie) and the lag features."""
     import lightgbm as lgb

@@ -46,7 +46,7 @@ def holdout(model_dir: Path, fitted: fm.FittedForecaster, test_path: Path, task:
         return None
     model = mlflow.pyfunc.load_model(str(model_dir))
     ids = sorted(test[cols.series].unique())
-    covariates = test[[cols.series, cols.time, *cols.numeric, *cols.flags]]
+    covariates = fm.request_frame(test, cols)
     forecast = model.predict(covariates if cols.dynamic_features else pd.DataFrame({cols.series: ids}),
                              params={"horizon": cols.horizon})
     joined = forecast.merge(test[[cols.series, cols.time, cols.target]], on=[cols.series, cols.time])

@@ -43,7 +43,7 @@ def forecast_predictions(model_dir: Path, test_path: Path, task: Any, dataset: P
     known = test[test[cols.series].isin(set(fitted.series_ids))]
     ids = sorted(known[cols.series].unique()) or fitted.series_ids
     model = mlflow.pyfunc.load_model(str(model_dir))
-    request = (known[[cols.series, cols.time, *cols.numeric, *cols.flags]] if not known.empty and cols.dynamic_features
+    request = (fm.request_frame(known, cols) if not known.empty and cols.dynamic_features
                else pd.DataFrame({cols.series: ids}))
     forecast = model.predict(request, params={"horizon": cols.horizon})
     joined = forecast.merge(known[[cols.series, cols.time, cols.target]], on=[cols.series, cols.time], how="left")
