@@ -170,17 +170,23 @@ def seasonal_naive(history: pd.DataFrame, horizon: int, freq: str, season: int =
     """(unique_id, ds, seasonal_naive): each step repeats the value one season earlier."""
     ordered = history.sort_values([ID, DS], kind="stable")
     tail = ordered.groupby(ID, sort=True).tail(season)
-    step = pd.tseries.frequencies.to_offset(freq)
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    sizes = tail.groupby(ID, sort=True).size()
+    if sizes.empty:
+        return pd.DataFrame(columns=[ID, DS, BASELINE_COLUMN])
+    k = np.arange(horizon)
+    if (sizes == season).all():  # the usual case, vectorised: value at last + (k+1) steps = tail[k % season]
+        values = tail[Y].to_numpy().reshape(len(sizes), season)[:, k % season]
+        last = tail.groupby(ID, sort=True)[DS].max().to_numpy()
+        dates = last[:, None] + (k + 1) * step
+        return pd.DataFrame({ID: np.repeat(sizes.index.to_numpy(), horizon), DS: dates.ravel(),
+                             BASELINE_COLUMN: values.ravel()})
     rows = []
-    for uid, part in tail.groupby(ID, sort=True):
+    for uid, part in tail.groupby(ID, sort=True):  # series shorter than a season: cycle what there is
         values = part[Y].to_numpy()
-        last = part[DS].iloc[-1]
-        k = np.arange(horizon)
-        # value at last + (k+1) steps is the one `season` steps before it
-        idx = (len(values) - season + k % season) % len(values) if len(values) >= season else k % len(values)
-        rows.append(pd.DataFrame({ID: uid, DS: pd.date_range(last + step, periods=horizon, freq=freq),
-                                  BASELINE_COLUMN: values[idx]}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[ID, DS, BASELINE_COLUMN])
+        rows.append(pd.DataFrame({ID: uid, DS: part[DS].iloc[-1] + (k + 1) * step,
+                                  BASELINE_COLUMN: values[k % len(values)]}))
+    return pd.concat(rows, ignore_index=True)
 
 
 def backtest(df: pd.DataFrame, cols: Columns, params: ForecastParams, windows: int,
