@@ -81,3 +81,19 @@ def test_too_short_history_names_the_remedy() -> None:
     cols = fm.infer_columns(frame, "series_id", "date", "sales", horizon=14)
     with pytest.raises(ValueError, match="scoring.backtest_windows"):
         fm.backtest(fm.model_frame(frame, cols, {}), cols, fm.ForecastParams(**TINY_TRAINING), windows=2)
+
+
+def test_monitoring_scores_the_frozen_model_on_the_newest_days(fitted_small) -> None:
+    import generate_forecast_data as gen
+
+    from utils.models.forecast_monitoring import monitor_recent
+
+    later = gen.generate(gen.Hierarchy(stores=2, items=6, start="2025-01-01", seed=3), 125)  # 5 new days
+    later = pd.concat([later, later.tail(1).assign(series_id="NEW_S09")])
+    out = monitor_recent(fitted_small, later, days=5)
+    assert out["origin"] == "2025-04-30" and out["last_date"] == "2025-05-05"
+    assert out["n_rows"] == 12 * 5 and out["n_unknown_series"] == 1
+    assert set(out["metrics"]) == {"mae", "rmse", "wmape", "tweedie_deviance"}
+    assert 0 < out["metrics"]["wmape"] < 1.5 and out["baseline_metrics"]["mae"] >= 0
+    with pytest.raises(ValueError, match="between 1 and the model's horizon 7"):
+        monitor_recent(fitted_small, later, days=8)
