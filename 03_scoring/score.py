@@ -82,10 +82,13 @@ def go(config: ScoringConfig) -> int:
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     log_json_artifact(report, "scoring_report.json")
     store.write_score(version, metrics, task.primary_metric)
-    if task.name == "forecast":  # the backtest and per-store tables, for the report
+    if task.name == "forecast":  # the backtest and per-store tables, for the report (atomic: readers)
         import json
+        import os
 
-        (store.version_dir(version) / "forecast_report.json").write_text(json.dumps(report, indent=2))
+        out = store.version_dir(version) / "forecast_report.json"
+        out.with_name(".forecast_report.json.tmp").write_text(json.dumps(report, indent=2))
+        os.replace(out.with_name(".forecast_report.json.tmp"), out)
 
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient()
