@@ -68,7 +68,7 @@ def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
-    data = paths.finaldata_csv if cfg.task.name == "tabular" else paths.finaldata_jsonl
+    data = paths.dataset(cfg.task.name)
     return sha256_file(data) if data.is_file() else None
 
 

@@ -1,10 +1,11 @@
 """Step `data_ingestion`: raw files in `data.source_dir` -> one deduplicated dataset.
 
 Top to bottom: find files that changed since the last run (path, size, mtime), hash them,
-skip content already seen (any name), validate the rest (pandera for CSV; BIO rules for NLU),
-copy a bad file to the quarantine folder with its reason and go on, then append the accepted
-rows to the ingested dataset with duplicates removed. Raw files are only ever read.
-Work is proportional to new files: unchanged files are not opened.
+skip content already seen (any name), validate the rest (pandera for CSV; BIO rules for NLU;
+date rules for forecast series: utils/data/forecast_data.py), copy a bad file to the
+quarantine folder with its reason and go on, then append the accepted rows to the ingested
+dataset with duplicates removed (forecast: one row per series and date, later files win).
+Raw files are only ever read. Work is proportional to new files: unchanged files are not opened.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -52,8 +54,10 @@ class BadFile(ValueError):
     """A raw file that is quarantined; the message is the reason."""
 
 
-def read_unit(entry: SourceEntry, task: TaskConfig) -> pd.DataFrame:
+def read_unit(entry: SourceEntry, task: TaskConfig, ledger: Any = None) -> pd.DataFrame:
     """Parse and validate one raw file (or BIO folder) into rows of the ingested dataset."""
+    if task.name == "forecast":
+        return read_forecast_unit(entry, task, ledger)
     if task.name == "tabular":
         if entry.is_dir:
             raise BadFile("a folder, not a CSV file (tabular sources are CSV files)")
@@ -81,6 +85,21 @@ def read_unit(entry: SourceEntry, task: TaskConfig) -> pd.DataFrame:
                          "split": [e.split or "" for e in examples]})
 
 
+def read_forecast_unit(entry: SourceEntry, task: TaskConfig, ledger: Any) -> pd.DataFrame:
+    """One long-format CSV, checked alone and against the series' history (utils/data/forecast_data.py)."""
+    from utils.data.forecast_data import ForecastDataError, read_forecast_csv
+
+    if entry.is_dir:
+        raise BadFile("a folder, not a CSV file (forecast sources are long-format CSV files)")
+    try:
+        frame = read_forecast_csv(entry.path, task)
+        ledger.check(frame)
+    except ForecastDataError as exc:
+        raise BadFile(str(exc)) from exc
+    ledger.add(frame)
+    return frame
+
+
 def quarantine(entry: SourceEntry, sha256: str, reason: str, paths: StatePaths) -> Path:
     """Copy (never move) the bad file next to a note with the reason."""
     paths.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +114,7 @@ def quarantine(entry: SourceEntry, sha256: str, reason: str, paths: StatePaths) 
 
 
 def dataset_path(paths: StatePaths, task: TaskConfig) -> Path:
-    return paths.finaldata_csv if task.name == "tabular" else paths.finaldata_jsonl
+    return paths.dataset(task.name)
 
 
 def read_dataset(path: Path, task: TaskConfig) -> pd.DataFrame:
@@ -103,6 +122,10 @@ def read_dataset(path: Path, task: TaskConfig) -> pd.DataFrame:
         return pd.DataFrame()
     if task.name == "tabular":
         return pd.read_csv(path, dtype={task.id_column: str})
+    if task.name == "forecast":
+        from utils.data.forecast_data import read_dataset as read_forecast_dataset
+
+        return read_forecast_dataset(path, task)
     return pd.read_json(path, lines=True, dtype=False).assign(
         tags=lambda f: f["tags"].map(" ".join), split=lambda f: f["split"].fillna(""))
 
@@ -111,7 +134,7 @@ def write_dataset(frame: pd.DataFrame, path: Path, task: TaskConfig) -> None:
     """Write atomically so a crash never leaves a half-written dataset."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    if task.name == "tabular":
+    if task.name in ("tabular", "forecast"):
         frame.to_csv(tmp, index=False)
     else:
         out = frame.assign(tags=frame["tags"].str.split(" "),
@@ -136,6 +159,14 @@ def go(config: IngestionConfig) -> int:
     record = IngestRecord.load(paths.ingest_record)
     entries = scan_source_dir(source_dir)
     changed = record.changed_entries(entries)
+    ledger = None
+    existing = read_dataset(dataset_path(paths, task), task)
+    if task.name == "forecast":  # oldest first, checked for gaps against the history so far
+        from utils.data.forecast_data import SeriesLedger, first_date
+
+        changed = sorted(changed, key=lambda e: (first_date(e.path, task) if not e.is_dir
+                                                 else pd.Timestamp.max, e.path.name))
+        ledger = SeriesLedger.of(existing, task)
     log.info("%d source entries in %s, %d new or changed", len(entries), source_dir, len(changed))
 
     accepted: list[pd.DataFrame] = []
@@ -154,7 +185,7 @@ def go(config: IngestionConfig) -> int:
             status, reason = "quarantined", "same content as an already quarantined file"
         else:
             try:
-                frame = read_unit(entry, task)
+                frame = read_unit(entry, task, ledger)
                 accepted.append(frame)
                 status, rows = "ingested", len(frame)
             except BadFile as exc:
@@ -167,9 +198,16 @@ def go(config: IngestionConfig) -> int:
         log.info("%-11s %s (%d rows)%s", status, entry.path.name, rows, f": {reason}" if reason else "")
 
     target = dataset_path(paths, task)
-    existing = read_dataset(target, task)
     rows_before = len(existing)
-    if accepted:
+    corrections = 0
+    if accepted and task.name == "forecast":  # one row per (series, date): later files win
+        from utils.data.forecast_data import merge_dataset
+
+        combined, corrections = merge_dataset(existing, accepted, task)
+        write_dataset(combined, target, task)
+        if corrections:
+            log.info("%d late correction(s): rows for an already ingested (series, date) replaced", corrections)
+    elif accepted:
         combined = pd.concat([existing, *accepted], ignore_index=True)
         combined = combined.drop_duplicates(subset=dedup_key(combined, task), keep="first")
         write_dataset(combined, target, task)
@@ -182,16 +220,16 @@ def go(config: IngestionConfig) -> int:
     mlflow.log_metrics({"files_seen": len(entries), "files_new": len(changed),
                         "files_ingested": counts["ingested"], "files_duplicate": counts["duplicate"],
                         "files_quarantined": counts["quarantined"], "rows_total": len(combined),
-                        "rows_added": len(combined) - rows_before})
+                        "rows_added": len(combined) - rows_before, "rows_corrected": corrections})
     if paths.ingest_record.is_file():
         mlflow.log_artifact(str(paths.ingest_record))
-    log_json_artifact(counts, "ingest_summary.json")
+    log_json_artifact({**counts, "rows_corrected": corrections}, "ingest_summary.json")
 
     if combined.empty:
         log.error("no usable data: every file in %s was rejected (%d quarantined, see %s and %s)",
                   source_dir, counts["quarantined"], paths.quarantine_dir, paths.ingest_record)
         return 3
-    targets = task.label_column if task.name == "tabular" else "intent"
+    targets = {"tabular": task.label_column, "forecast": task.target_column}.get(task.name, "intent")
     dataset = mlflow.data.from_pandas(combined, source=str(target), name=target.name, targets=targets)
     mlflow.log_input(dataset, context="ingested")
     mlflow.set_tags({"pipeline.data_digest": dataset.digest, "pipeline.dataset": str(target)})

@@ -2,9 +2,10 @@
 
 task=tabular: scikit-learn Pipeline (StandardScaler + LogisticRegression), fixed seed,
 validation metrics on a stratified hold-out. task=nlu: joint intent + slot fine-tune of a
-small pretrained encoder (02_training/nlu_model.py). Either way the model is logged as an
-MLflow model with signature and input example, registered as a new version of
-`task.model_name`, and copied into `models/versions/<name>-v<N>/` (never over an old one).
+small pretrained encoder (02_training/nlu_model.py). task=forecast: global LightGBM over all
+series (mlforecast, Tweedie) next to a seasonal-naive baseline (02_training/forecast_training.py).
+Every way the model is logged as an MLflow model with signature and input example,
+registered as a new version of `task.model_name`, and copied into `models/versions/<name>-v<N>/` (never over an old one).
 """
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[s
 def go(config: TrainingConfig) -> int:
     paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     task = config.task
-    data_path = paths.finaldata_csv if task.name == "tabular" else paths.finaldata_jsonl
+    data_path = paths.dataset(task.name)
     if not data_path.is_file():
         log.error("no ingested dataset at %s: run the data_ingestion step first", data_path)
         return 2
@@ -164,8 +165,16 @@ def go(config: TrainingConfig) -> int:
         info, metrics = train_tabular(config, data_path)
     elif task.name == "nlu":
         info, metrics = train_nlu_task(config, data_path)
+    elif task.name == "forecast":
+        from forecast_training import train_forecast  # 02_training/
+
+        try:
+            info, metrics = train_forecast(task, config.training, data_path)
+        except ValueError as exc:  # too little history for the horizon, etc.
+            log.error("cannot train on %s: %s", data_path, exc)
+            return 2
     else:
-        log.error("unknown task.name %r: expected tabular or nlu", task.name)
+        log.error("unknown task.name %r: expected tabular, nlu or forecast", task.name)
         return 2
 
     version = version_id(task.model_name, info.registered_model_version)

@@ -3,6 +3,8 @@
 The candidate is the store version main.py passes (the one training just produced), or the
 newest version of `task.model_name`. Tabular: F1, precision, recall, accuracy, ROC AUC.
 NLU: intent accuracy, slot F1 (seqeval), exact match, per-intent and per-slot reports.
+Forecast: rolling-origin backtest on the ingested series (MAE, RMSE, WMAPE, Tweedie, MASE,
+beside seasonal-naive; per window and per store) and a hold-out on the test file.
 The gate's number (`task.primary_metric`) goes to `latestscore.txt` in the version folder.
 """
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ScoringData:
 @dataclass
 class ScoringSection:
     batch_size: int = 256
+    backtest_windows: int = 3      # forecast: rolling origins, one task.horizon apart
+    refit: bool = True             # forecast: refit the recipe at every origin
 
 
 @dataclass
@@ -64,6 +68,11 @@ def go(config: ScoringConfig) -> int:
     try:
         if task.name == "tabular":
             report = score_tabular(store.model_dir(version), test_path, task)
+        elif task.name == "forecast":
+            from utils.models.forecast_scoring import score_forecast
+
+            report = score_forecast(store.model_dir(version), paths.finaldata_csv, test_path, task,
+                                    config.scoring.backtest_windows, config.scoring.refit)
         else:
             report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size)
     except ValueError as exc:  # bad test data: say which file and why
@@ -73,6 +82,13 @@ def go(config: ScoringConfig) -> int:
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     log_json_artifact(report, "scoring_report.json")
     store.write_score(version, metrics, task.primary_metric)
+    if task.name == "forecast":  # the backtest and per-store tables, for the report (atomic: readers)
+        import json
+        import os
+
+        out = store.version_dir(version) / "forecast_report.json"
+        out.with_name(".forecast_report.json.tmp").write_text(json.dumps(report, indent=2))
+        os.replace(out.with_name(".forecast_report.json.tmp"), out)
 
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient()

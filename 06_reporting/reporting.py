@@ -6,6 +6,8 @@ score and the deployments) and `reports/drift.json` when the cron tick has writt
 Writes to `reports/` and logs to MLflow:
   confusionmatrix.png   tabular: label confusion matrix; NLU: intent confusion matrix
   slot_f1.png           NLU only: seqeval F1 per slot type
+  forecast.png          forecast only: history, forecast, seasonal-naive, actuals of sample series
+                        (+ the backtest and per-store tables from the version's forecast_report.json)
   metric_history.png    the primary metric of every model version over time, deployed ones starred
   training_curves.png   per-epoch train loss and dev metrics of the production model's training
                         run (its MLflow metric history; NLU: every epoch; tabular: none)
@@ -64,7 +66,16 @@ def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict
     predictions = diagnostics.get("predictions", {})
     version = diagnostics.get("model_version")
     rows = predictions.get("rows") or []
-    if rows:
+    if rows and task.name == "forecast":
+        from utils.monitoring.forecast_diagnostics import FORECAST_SIZE_PX, forecast_png
+
+        path = forecast_png(predictions, reports / "forecast.png",
+                            f"{version}: {task.horizon}-day forecast of sample series")
+        plots.append({"file": path, "alt": "forecast of sample series", "size": FORECAST_SIZE_PX,
+                      "caption": f"Recent history, the forecast from the end of the training data, seasonal-naive "
+                                 f"(dashed) and the actuals of {Path(predictions['test_path']).name} where known; "
+                                 "series picked across the volume range."})
+    elif rows:
         if task.name == "tabular":
             labels, matrix = rl.confusion_counts([r["label"] for r in rows], [r["predicted"] for r in rows],
                                                  list(task.label_values) or None)
@@ -109,6 +120,8 @@ def summary_rows(task: TaskConfig, diagnostics: dict[str, Any], store: ModelStor
 
 def prediction_table(task: TaskConfig, predictions: dict[str, Any], n: int) -> tuple[list[str], list[dict]]:
     rows = (predictions.get("rows") or [])[:n]
+    if task.name == "forecast":
+        return ["series", "date", "actual", "forecast", "seasonal_naive"], rows
     if task.name == "tabular":
         columns = ["id", "label", "predicted", "probability"]
     else:
@@ -162,6 +175,26 @@ def drift_section(reports: Path, state_dir: Path, store: ModelStore, model_name:
 def _embedded(plot: dict[str, Any]) -> dict[str, Any]:
     return {"src": rl.png_data_uri(plot["file"]), "alt": plot["alt"], "caption": plot["caption"],
             "width": plot["size"][0], "feature": plot.get("feature"), "drift": plot.get("drift")}
+
+
+def forecast_tables(store: ModelStore, version: str | None) -> list[dict[str, Any]]:
+    """Backtest per window and error per group, from the scoring step's forecast_report.json."""
+    import json
+
+    path = store.version_dir(version) / "forecast_report.json" if version else None
+    if path is None or not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    columns = ["model", "mae", "rmse", "wmape", "tweedie_deviance"]
+    group = report.get("group_column")
+    backtest = report.get("backtest", {})
+    tables = [{"title": f"Rolling-origin backtest: {backtest.get('windows')} windows of {backtest.get('horizon')} "
+                        f"days ({backtest.get('n_series')} series)",
+               "columns": ["cutoff", *columns], "rows": report.get("per_window", [])}]
+    if group:
+        tables.append({"title": f"Backtest error per {group}", "columns": [group, *columns],
+                       "rows": report.get("per_group", [])})
+    return tables
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -219,6 +252,7 @@ def go(config: ReportingConfig) -> int:
         "drift": drift["doc"], "drift_verdict": drift["verdict"], "drift_features": drift["features"],
         "drift_correction": drift["correction"], "drift_plots": [_embedded(p) for p in drift["plots"]],
         "drift_timeline": _embedded(drift["timeline"]) if drift["timeline"] else None,
+        "tables": forecast_tables(store, production) if task.name == "forecast" else [],
     }
     html = rl.render_report(TEMPLATE, context)
     out = reports / "report.html"

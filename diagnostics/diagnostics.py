@@ -71,6 +71,13 @@ def model_sections(config: DiagnosticsConfig, store: ModelStore, version: str,
     """(predictions, latency) of the production model on the test data."""
     task = config.task
     model_dir = store.model_dir(version)
+    if task.name == "forecast":  # forecasts vs the test file's actuals; one series per timed call
+        from utils.monitoring.forecast_diagnostics import forecast_predictions, single_series_call
+
+        predictions = forecast_predictions(model_dir, test_path, task, StatePaths.of(config.state_dir).finaldata_csv)
+        latency = dl.latency_stats(single_series_call(dl.load_pyfunc(model_dir), model_dir),
+                                   config.diagnostics.latency_calls)
+        return predictions, latency
     if task.name == "tabular":
         predictions = dl.tabular_predictions(model_dir, test_path, task)
     else:

@@ -88,6 +88,15 @@ class ServedModel:
                  "tags": [str(t) for t in _as_list(r.get("tags"))],
                  "slots": [_slot(s) for s in _as_list(r.get("slots"))]} for r in rows]
 
+    # ---- forecast --------------------------------------------------------------------------
+    def predict_forecast(self, request_input: Any, horizon: int) -> list[dict[str, Any]]:
+        """Daily forecasts per series (the forecasting pyfunc contract); ValueError names bad ids."""
+        import pandas as pd
+
+        frame = request_input if isinstance(request_input, dict) else pd.DataFrame(list(request_input))
+        out = self._pyfunc.predict(pd.DataFrame(frame), params={"horizon": int(horizon)})
+        return [{k: _plain(v) for k, v in row.items()} for row in out.to_dict("records")]
+
     @cached_property
     def class_labels(self) -> list[Any]:
         return [_plain(c) for c in self.classes]
@@ -192,7 +201,7 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
                 import mlflow.pyfunc
 
                 served._pyfunc = mlflow.pyfunc.load_model(str(model_dir))
-        elif task == "nlu":
+        elif task in ("nlu", "forecast"):
             import mlflow.pyfunc
 
             served._pyfunc = mlflow.pyfunc.load_model(str(model_dir))

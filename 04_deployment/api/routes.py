@@ -14,7 +14,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.auth import HEADER, check_api_key, require_api_key
 from api.errors import ApiError
 from api.model_service import ServedModel
-from api.validation import RequestError, parse_body, tabular_batch, text_batch
+from api.validation import RequestError, forecast_request, parse_body, tabular_batch, text_batch
 from utils.monitoring.prediction_log import LoggedBatch
 
 bp = Blueprint("api", __name__)
@@ -192,6 +192,8 @@ def _prediction(name: str | None) -> Any:
 
 def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
     """Parse, validate, predict, log: the CPU-bound part of POST /prediction."""
+    if model.task == "forecast":
+        return _predict_forecast(svc, model, data)
     parsed = parse_body(data, request.mimetype, model.task)
     expected = "records" if model.task == "tabular" else "texts"
     if parsed.kind != expected:
@@ -223,6 +225,31 @@ def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
     svc.metrics.count_predictions(model.version, outputs, key)
     body = (f'{{"model_version":{_encode(model.version)},"task":{_encode(model.task)},'
             f'"request_id":{_encode(g.request_id)},"n":{len(answers)},"predictions":{answers_json}}}')
+    return Response(body, mimetype="application/json")
+
+
+def _predict_forecast(svc: Any, model: ServedModel, data: bytes) -> Response:
+    """Series ids (and optional future covariates) -> the horizon's daily forecasts per series."""
+    task = model.metadata.get("task_config") or {}
+    series = str(task.get("series_column") or "series_id")
+    max_horizon = int(task.get("horizon") or 28)
+    request_input, horizon = forecast_request(data, request.mimetype, svc.limits, series, max_horizon)
+    started = time.perf_counter()
+    try:
+        answers = model.predict_forecast(request_input, horizon)
+    except ValueError as exc:          # the pyfunc's contract: unknown ids, bad covariates
+        raise RequestError(str(exc)[:500]) from None
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    answers_json = _encode(answers)
+    logged = {"series": request_input if isinstance(request_input, dict) else {"records": request_input},
+              "horizon": horizon}
+    if svc.prediction_log is not None and not svc.prediction_log.append(LoggedBatch(
+            time=time.time(), model_version=model.version, task=model.task, request_id=g.request_id,
+            input=logged, outputs=answers, latency_ms=latency_ms, input_json=_encode(logged),
+            output_json=answers_json)):
+        svc.metrics.log_dropped.inc()
+    body = (f'{{"model_version":{_encode(model.version)},"task":"forecast","request_id":{_encode(g.request_id)},'
+            f'"horizon":{horizon},"n":{len(answers)},"predictions":{answers_json}}}')
     return Response(body, mimetype="application/json")
 
 

@@ -358,3 +358,48 @@ def _summary(errors: list[dict[str, Any]]) -> str:
         where.append(f"field {first['field']!r}")
     more = f" (and {len(errors) - 1} more problem(s), see errors)" if len(errors) > 1 else ""
     return f"invalid input: {', '.join(where) + ': ' if where else ''}{first['message']}{more}"
+
+
+def forecast_request(data: bytes, mimetype: str, limits: Limits, series_column: str,
+                     max_horizon: int) -> tuple[Any, int]:
+    """``{"series": [ids], "horizon": n}`` or ``{"records": [{series, date, covariates...}], "horizon": n}``
+    -> (the forecasting pyfunc's input, horizon). Ids are sent as text; the horizon is 1..max."""
+    if (mimetype or "").lower() not in JSON_TYPES and not (mimetype or "").lower().endswith("+json"):
+        raise RequestError(f"unsupported Content-Type {mimetype or '(none)'!r} for a forecasting model: send "
+                           'application/json {"series": ["<id>", ...], "horizon": <days>}', status=415)
+    if not data:
+        raise RequestError('empty body: send {"series": ["<id>", ...], "horizon": <days>}')
+    try:
+        payload = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError("invalid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"invalid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(f'the JSON body must be an object {{"series": [...]}}, got {_type_name(payload)}')
+    unknown = sorted(set(payload) - {"series", "records", "horizon"})
+    if unknown:
+        raise RequestError(f"unknown key(s) {unknown[:10]}; allowed: series, records, horizon")
+    kinds = [k for k in ("series", "records") if k in payload]
+    if len(kinds) != 1:
+        raise RequestError('send exactly one of "series" (ids) or "records" (ids with future dates and covariates)')
+    items = payload[kinds[0]]
+    if not isinstance(items, list) or not items:
+        raise RequestError(f'"{kinds[0]}" must be a non-empty list')
+    if len(items) > limits.max_records:
+        raise RequestError(f"{len(items)} items: at most api.max_records={limits.max_records} per request",
+                           status=413)
+    horizon = payload.get("horizon", max_horizon)
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= max_horizon:
+        raise RequestError(f"horizon must be a whole number of days from 1 to {max_horizon}, got {horizon!r}")
+    if kinds[0] == "series":
+        bad = [i for i, v in enumerate(items) if isinstance(v, bool) or not isinstance(v, (str, int))]
+        if bad:
+            raise RequestError(f"series ids must be strings, got {_type_name(items[bad[0]])} at {bad[0]}",
+                               errors=[{"row": i, "field": "series", "message": "not an id"} for i in bad[:MAX_ERRORS]])
+        return {series_column: [str(v) for v in items]}, horizon
+    bad = [i for i, r in enumerate(items) if not isinstance(r, dict) or series_column not in r]
+    if bad:
+        raise RequestError(f"every record needs a {series_column!r} field (row {bad[0]})",
+                           errors=[{"row": i, "field": series_column, "message": "missing"} for i in bad[:MAX_ERRORS]])
+    return items, horizon

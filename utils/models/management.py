@@ -80,6 +80,8 @@ def _evaluate(paths: StatePaths, name: str, test_path: Path | None, batch_size: 
         raise CatalogError(f"{version}: metadata.json has no task_config (trained before it was recorded); "
                            "retrain the model to evaluate it")
     task = OmegaConf.create(task_config)
+    if task.name == "forecast":
+        return _monitor_forecast(paths, name, store, version, task, source)
     test = Path(test_path or manifest.get("test_path") or "")
     if not test.exists():
         raise CatalogError(f"model {name!r}: test data {test} does not exist; rerun its chain with "
@@ -90,6 +92,32 @@ def _evaluate(paths: StatePaths, name: str, test_path: Path | None, batch_size: 
         raise CatalogError(f"model {name!r}: cannot score on {test}: {exc}") from None
     record = {"version": version, "primary_metric": task.primary_metric, "metrics": report["metrics"],
               "score": report["metrics"].get(task.primary_metric), "test_data": str(test), "source": source}
+    append_monitoring(paths, name, record)
+    return record
+
+
+MONITOR_DAYS = 7     # forecasting: the newest week of ingested days, forecast from just before it
+
+
+def _monitor_forecast(paths: StatePaths, name: str, store: ModelStore, version: str, task: Any,
+                      source: str) -> dict[str, Any]:
+    """A forecaster is checked on the newest ingested days (frozen model, no refit): MAE, RMSE,
+    WMAPE, Tweedie of the model and of seasonal-naive."""
+    import pandas as pd
+
+    from utils.models.forecast_monitoring import monitor_recent
+
+    dataset = paths.model(name).dataset(task.name)
+    if not dataset.is_file():
+        raise CatalogError(f"model {name!r}: no ingested data at {dataset} to monitor on")
+    try:
+        result = monitor_recent(store.model_dir(version), pd.read_csv(dataset),
+                                min(MONITOR_DAYS, int(task.horizon)))
+    except ValueError as exc:
+        raise CatalogError(f"model {name!r}: cannot monitor on {dataset}: {exc}") from None
+    record = {"version": version, "primary_metric": task.primary_metric, "metrics": result["metrics"],
+              "baseline_metrics": result["baseline_metrics"], "score": result["metrics"].get(task.primary_metric),
+              "test_data": f"{dataset} ({result['origin']} .. {result['last_date']})", "source": source}
     append_monitoring(paths, name, record)
     return record
 

@@ -169,7 +169,7 @@ def nlu_summary(records: Sequence[Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ summary (both)
 def dataset_path(paths: StatePaths, task_name: str) -> Path:
-    return paths.finaldata_csv if task_name == "tabular" else paths.finaldata_jsonl
+    return paths.dataset(task_name)
 
 
 def summary_stats(paths: StatePaths, task: Any) -> dict[str, Any]:
@@ -181,8 +181,8 @@ def summary_stats(paths: StatePaths, task: Any) -> dict[str, Any]:
     path = dataset_path(paths, task.name)
     if not path.is_file():
         raise FileNotFoundError(f"no ingested dataset at {path}: run the data_ingestion step first")
-    if task.name == "tabular":
-        frame = read_tabular_frame(path, getattr(task, "id_column", None))
+    if task.name in ("tabular", "forecast"):
+        frame = read_tabular_frame(path, getattr(task, "id_column", None) or getattr(task, "series_column", None))
         return {"dataset": str(path), "n_rows": int(len(frame)), "columns": [str(c) for c in frame.columns],
                 "summary": tabular_summary(frame), "missing_pct": tabular_missing(frame)}
     records = read_jsonl_records(path)

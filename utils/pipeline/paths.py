@@ -84,6 +84,10 @@ class StatePaths:
     def finaldata_jsonl(self) -> Path:
         return self.ingested_dir / "finaldata.jsonl"
 
+    def dataset(self, task_name: str) -> Path:
+        """The model's ingested dataset: JSONL for NLU, CSV for the table-shaped tasks."""
+        return self.finaldata_jsonl if task_name == "nlu" else self.finaldata_csv
+
     @property
     def ingest_record(self) -> Path:
         return self.ingested_dir / "ingestedfiles.csv"

@@ -31,6 +31,7 @@ class TaskConfig:
     name: str = "tabular"
     model_name: str = "attrition_model"
     primary_metric: str = "f1"
+    metric_direction: str = "higher"   # higher | lower: which way the primary metric is better
     # tabular
     id_column: str | None = None
     label_column: str | None = None
@@ -38,6 +39,19 @@ class TaskConfig:
     features: dict[str, Any] = field(default_factory=dict)
     # nlu
     encoder: str | None = None
+    # forecast (utils/conf/task/forecast.yaml)
+    series_column: str | None = None   # null: one series (no series column)
+    time_column: str | None = None
+    target_column: str | None = None
+    group_column: str | None = None    # per-group error table (e.g. store_id); null: none
+    horizon: int = 28                  # days forecast
+    freq: str = "D"
+    allow_gaps: bool = False           # accept missing days inside a series
+    tweedie_power: float = 1.2         # LightGBM objective and the Tweedie deviance metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric_direction != "lower"
 
     @property
     def feature_columns(self) -> list[str]:

@@ -42,11 +42,11 @@ def history_file(paths: StatePaths) -> Path:
 
 
 def dataset_file(paths: StatePaths, task_name: str) -> Path:
-    return paths.finaldata_csv if task_name == "tabular" else paths.finaldata_jsonl
+    return paths.dataset(task_name)
 
 
 def reference_file(paths: StatePaths, task_name: str) -> Path:
-    return paths.ingested_dir / ("drift_reference.csv" if task_name == "tabular" else "drift_reference.jsonl")
+    return paths.ingested_dir / ("drift_reference.jsonl" if task_name == "nlu" else "drift_reference.csv")
 
 
 def file_stat(path: Path) -> dict[str, int] | None:
