@@ -1,10 +1,12 @@
 """Step `data_ingestion`: raw files in `data.source_dir` -> one deduplicated dataset.
 
 Top to bottom: find files that changed since the last run (path, size, mtime), hash them,
-skip content already seen (any name), validate the rest (pandera for CSV; BIO rules for NLU),
-copy a bad file to the quarantine folder with its reason and go on, then append the accepted
-rows to the ingested dataset with duplicates removed. Raw files are only ever read.
-Work is proportional to new files: unchanged files are not opened.
+skip content already seen (any name), validate the rest (the frozen table schema for CSV,
+see utils/data/table_schema.py; BIO rules for NLU), copy a bad file to the quarantine folder
+with its reason and go on, then append the accepted rows to the ingested dataset with
+duplicates removed. Tabular: the first ingestion infers the schema from the first files and
+freezes it (`schema.yaml` in the ingested state, logged to MLflow). Raw files are only ever
+read. Work is proportional to new files: unchanged files are not opened.
 """
 from __future__ import annotations
 
@@ -30,7 +32,15 @@ from utils.data.ingest_record import (
 from utils.pipeline.paths import StatePaths, resolve_path
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
-from utils.data.tabular_data import TabularDataError, read_tabular_csv
+from utils.data.table_schema import MIN_ROWS, SchemaError, TableSchema, infer_schema
+from utils.data.tabular_data import (
+    BAD_ROW_POLICIES,
+    TableRead,
+    TabularDataError,
+    read_raw_csv,
+    read_table,
+    validate_table,
+)
 from utils.pipeline.tracking import log_json_artifact
 
 log = logging.getLogger("data_ingestion")
@@ -39,6 +49,7 @@ log = logging.getLogger("data_ingestion")
 @dataclass
 class DataSection:
     source_dir: str = "???"
+    bad_rows: str = "quarantine_file"   # tabular: quarantine_file | drop_rows
 
 
 @dataclass
@@ -52,13 +63,23 @@ class BadFile(ValueError):
     """A raw file that is quarantined; the message is the reason."""
 
 
-def read_unit(entry: SourceEntry, task: TaskConfig) -> pd.DataFrame:
+TASKS = ("tabular", "nlu")
+
+
+def read_unit(entry: SourceEntry, task: TaskConfig, schema: TableSchema | None = None,
+              bad_rows: str = "quarantine_file") -> TableRead:
     """Parse and validate one raw file (or BIO folder) into rows of the ingested dataset."""
     if task.name == "tabular":
         if entry.is_dir:
             raise BadFile("a folder, not a CSV file (tabular sources are CSV files)")
         try:
-            return read_tabular_csv(entry.path, task)
+            if schema is None:
+                raw = read_raw_csv(entry.path)   # says why the file is unreadable
+                if task.label_column not in raw.columns:
+                    raise BadFile(f"label column {task.label_column!r} (task.label_column) is not in this "
+                                  f"file; its columns are {list(raw.columns)[:20]}: set task.label_column")
+                raise BadFile("no table schema to validate against")
+            return read_table(entry.path, schema, bad_rows)
         except TabularDataError as exc:
             raise BadFile(str(exc)) from exc
     from utils.data.nlu_data import NluDataError, is_bio_folder, read_bio_folder, read_jsonl
@@ -75,10 +96,10 @@ def read_unit(entry: SourceEntry, task: TaskConfig) -> pd.DataFrame:
         raise BadFile(str(exc)) from exc
     if not examples:
         raise BadFile("no examples")
-    return pd.DataFrame({"text": [e.text for e in examples],
+    return TableRead(pd.DataFrame({"text": [e.text for e in examples],
                          "intent": [e.intent for e in examples],
                          "tags": [" ".join(e.tags) for e in examples],
-                         "split": [e.split or "" for e in examples]})
+                         "split": [e.split or "" for e in examples]}))
 
 
 def quarantine(entry: SourceEntry, sha256: str, reason: str, paths: StatePaths) -> Path:
@@ -98,11 +119,18 @@ def dataset_path(paths: StatePaths, task: TaskConfig) -> Path:
     return paths.finaldata_csv if task.name == "tabular" else paths.finaldata_jsonl
 
 
-def read_dataset(path: Path, task: TaskConfig) -> pd.DataFrame:
+def read_dataset(path: Path, task: TaskConfig, schema: TableSchema | None = None) -> pd.DataFrame:
+    """The ingested dataset, typed by the schema (the same dtypes on every read: stable digest)."""
     if not path.is_file():
         return pd.DataFrame()
     if task.name == "tabular":
-        return pd.read_csv(path, dtype={task.id_column: str})
+        if schema is None:
+            return pd.read_csv(path, dtype=str)
+        frame, problems = validate_table(read_raw_csv(path), schema)
+        if len(problems):
+            log.warning("%d value(s) of %s do not meet the current schema %s (kept)",
+                        len(problems), path, "(edited?)")
+        return frame
     return pd.read_json(path, lines=True, dtype=False).assign(
         tags=lambda f: f["tags"].map(" ".join), split=lambda f: f["split"].fillna(""))
 
@@ -112,12 +140,65 @@ def write_dataset(frame: pd.DataFrame, path: Path, task: TaskConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     if task.name == "tabular":
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False)   # Int64 columns stay integers (41, not 41.0)
     else:
         out = frame.assign(tags=frame["tags"].str.split(" "),
                            split=frame["split"].replace("", None))
         out.to_json(tmp, orient="records", lines=True, force_ascii=False)
     os.replace(tmp, path)
+
+
+def table_schema(paths: StatePaths, task: TaskConfig, changed: list[SourceEntry],
+                 record: IngestRecord) -> TableSchema | None:
+    """The frozen schema; on the first ingestion, inferred from the first files and frozen.
+
+    Inferred from the new files that share the first readable file's header (or, for a state
+    dir of the first layout, from its ingested dataset); None when no file is readable.
+    """
+    if paths.schema_file.is_file():
+        schema = TableSchema.load(paths.schema_file)
+        if task.label_column and schema.label != task.label_column:
+            raise SchemaError(
+                f"the frozen schema {paths.schema_file} predicts {schema.label!r}, but task.label_column="
+                f"{task.label_column!r}: use another task.model_name / paths.state_dir for another table")
+        return schema
+    frames, sources = [], []
+    if paths.finaldata_csv.is_file():
+        frames, sources = [read_raw_csv(paths.finaldata_csv)], [str(paths.finaldata_csv)]
+    else:
+        for entry in changed:
+            if entry.is_dir or record.status_of_hash(entry.sha256()) is not None:
+                continue
+            try:
+                raw = read_raw_csv(entry.path)
+            except (TabularDataError, OSError):
+                continue   # quarantined with its reason in the loop
+            if task.label_column not in raw.columns:
+                continue   # quarantined in the loop, naming the label column
+            if frames and list(raw.columns) != list(frames[0].columns):
+                continue   # validated (and rejected) against the schema of the first files
+            frames.append(raw)
+            sources.append(str(entry.path))
+    if not frames:
+        return None
+    first = frames[0] if len(frames[0]) >= MIN_ROWS else pd.concat(frames, ignore_index=True)
+    schema = infer_schema(first, task, sources[:1] if first is frames[0] else sources, more=frames[1:])
+    schema.dump(paths.schema_file)
+    log.info("froze the table schema %s: %s problem, label %r, features %s, id %s, excluded %s",
+             paths.schema_file, schema.problem, schema.label, schema.features, schema.id_column,
+             [c.name for c in schema.columns if c.role == "excluded"])
+    return schema
+
+
+def log_schema(schema: TableSchema, paths: StatePaths) -> None:
+    """The frozen schema file and its pandera form, as artifacts of the ingestion run."""
+    import warnings
+
+    mlflow.log_artifact(str(paths.schema_file), artifact_path="schema")
+    with warnings.catch_warnings():   # our custom `finite` check is not serialisable; fine
+        warnings.simplefilter("ignore")
+        mlflow.log_text(schema.pandera().to_yaml(), "schema/pandera_schema.yaml")
+    mlflow.set_tags({"pipeline.schema_version": str(schema.version), "pipeline.problem": schema.problem})
 
 
 def dedup_key(frame: pd.DataFrame, task: TaskConfig) -> list[str]:
@@ -133,13 +214,28 @@ def go(config: IngestionConfig) -> int:
                   "to the folder holding the raw files", source_dir)
         return 2
 
+    if task.name not in TASKS:
+        log.error("task.name=%r is not a task kind: expected one of %s (the table's own name goes in "
+                  "task.model_name)", task.name, ", ".join(TASKS))
+        return 2
+    if config.data.bad_rows not in BAD_ROW_POLICIES:
+        log.error("data.bad_rows=%r: expected one of %s", config.data.bad_rows, ", ".join(BAD_ROW_POLICIES))
+        return 2
+
     record = IngestRecord.load(paths.ingest_record)
     entries = scan_source_dir(source_dir)
     changed = record.changed_entries(entries)
     log.info("%d source entries in %s, %d new or changed", len(entries), source_dir, len(changed))
+    schema = None
+    if task.name == "tabular":
+        try:
+            schema = table_schema(paths, task, changed, record)
+        except SchemaError as exc:
+            log.error("%s", exc)
+            return 2
 
     accepted: list[pd.DataFrame] = []
-    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0}
+    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "rows_dropped": 0}
     for entry in changed:
         try:
             sha256 = entry.sha256()
@@ -147,32 +243,38 @@ def go(config: IngestionConfig) -> int:
             log.warning("cannot read %s: %s (skipped, will retry next run)", entry.path, exc)
             continue
         seen = record.status_of_hash(sha256)
-        rows, reason = 0, ""
+        rows, reason, dropped = 0, "", 0
         if seen in {"ingested", "duplicate"}:
             status, reason = "duplicate", "same content as an already ingested file"
         elif seen == "quarantined":
             status, reason = "quarantined", "same content as an already quarantined file"
         else:
             try:
-                frame = read_unit(entry, task)
-                accepted.append(frame)
-                status, rows = "ingested", len(frame)
+                read = read_unit(entry, task, schema, config.data.bad_rows)
+                accepted.append(read.frame)
+                status, rows, dropped = "ingested", len(read.frame), read.rows_dropped
+                if dropped:
+                    reason = f"dropped {dropped} bad row(s) (data.bad_rows=drop_rows): {read.dropped_reason}"
+                    counts["rows_dropped"] += dropped
             except BadFile as exc:
                 status, reason = "quarantined", str(exc)
                 target = quarantine(entry, sha256, reason, paths)
                 log.warning("quarantined %s -> %s: %s", entry.path.name, target, reason)
         counts[status] += 1
         record.add(RecordRow(file=str(entry.path), sha256=sha256, rows=rows, status=status,
-                             reason=reason, time=now(), size=entry.size, mtime_ns=entry.mtime_ns))
+                             reason=reason, time=now(), size=entry.size, mtime_ns=entry.mtime_ns,
+                             rows_dropped=dropped))
         log.info("%-11s %s (%d rows)%s", status, entry.path.name, rows, f": {reason}" if reason else "")
 
     target = dataset_path(paths, task)
-    existing = read_dataset(target, task)
+    existing = read_dataset(target, task, schema)
     rows_before = len(existing)
     if accepted:
-        combined = pd.concat([existing, *accepted], ignore_index=True)
+        combined = pd.concat([f for f in [existing, *accepted] if len(f)], ignore_index=True)
         combined = combined.drop_duplicates(subset=dedup_key(combined, task), keep="first")
         write_dataset(combined, target, task)
+        if task.name == "tabular":   # as every later reader sees it: the digest depends on the file only
+            combined = read_dataset(target, task, schema)
     else:
         combined = existing
     if changed:
@@ -182,9 +284,11 @@ def go(config: IngestionConfig) -> int:
     mlflow.log_metrics({"files_seen": len(entries), "files_new": len(changed),
                         "files_ingested": counts["ingested"], "files_duplicate": counts["duplicate"],
                         "files_quarantined": counts["quarantined"], "rows_total": len(combined),
-                        "rows_added": len(combined) - rows_before})
+                        "rows_added": len(combined) - rows_before, "rows_dropped": counts["rows_dropped"]})
     if paths.ingest_record.is_file():
         mlflow.log_artifact(str(paths.ingest_record))
+    if schema is not None:
+        log_schema(schema, paths)
     log_json_artifact(counts, "ingest_summary.json")
 
     if combined.empty:

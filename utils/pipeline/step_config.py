@@ -30,11 +30,13 @@ class TaskConfig:
 
     name: str = "tabular"
     model_name: str = "attrition_model"
-    primary_metric: str = "f1"
+    primary_metric: str = "auto"       # auto: follows the problem (f1, f1_macro, rmse)
     # tabular
-    id_column: str | None = None
+    problem: str = "auto"              # auto | classification | binary | multiclass | regression
+    id_column: str | None = None       # a column, "auto" (detect) or None (no id column)
     label_column: str | None = None
     label_values: list[Any] = field(default_factory=list)
+    positive_label: Any = None
     features: dict[str, Any] = field(default_factory=dict)
     # nlu
     encoder: str | None = None
