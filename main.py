@@ -60,7 +60,10 @@ def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
     data = paths.finaldata_csv if cfg.task.name == "tabular" else paths.finaldata_jsonl
-    return sha256_file(data) if data.is_file() else None
+    if not data.is_file():
+        return None
+    schema = paths.schema_file if cfg.task.name == "tabular" and paths.schema_file.is_file() else None
+    return [sha256_file(data), sha256_file(schema) if schema else None]
 
 
 def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
@@ -70,7 +73,7 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
-    Step("data_ingestion", ("task", "data.source_dir"), fingerprint=source_fingerprint),
+    Step("data_ingestion", ("task", "data.source_dir", "data.bad_rows"), fingerprint=source_fingerprint),
     Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
          fingerprint=test_data_fingerprint),
@@ -95,11 +98,16 @@ def select_steps(spec: str) -> list[Step]:
     return [s for s in STEPS if s.name in wanted]
 
 
+_ABSENT = object()
+
+
 def step_config(step: Step, cfg: DictConfig, paths: StatePaths, model_version: str | None) -> dict:
     """The resolved sections a step declares, with relative data paths made absolute."""
     out: dict[str, Any] = {"state_dir": str(paths.state_dir)}
     for key in step.sections:
-        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
+        if value is _ABSENT:   # a key only some tasks have (data.bad_rows): the step's default
+            continue
         if isinstance(value, DictConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if key in ("data.source_dir", "data.test_path"):
@@ -167,6 +175,9 @@ def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelSt
 
 def check_inputs(cfg: DictConfig, names: list[str]) -> None:
     """Fail before anything runs when a folder or file the chosen steps need is missing."""
+    if cfg.task.name not in ("tabular", "nlu"):
+        raise PipelineError(f"task.name={cfg.task.name!r} is not a task kind: expected tabular or nlu "
+                            "(name your model with task.model_name)")
     if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
         raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
                             "set data.source_dir=<folder with the raw files>")
@@ -249,11 +260,13 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
     store = ModelStore(paths.models_dir)
     production = store.production_version()
     score = store.read_score(production) if production else None
+    metric = ((store.read_scores(production) or {}).get("primary_metric") if production else None) \
+        or cfg.task.primary_metric
     lines = [f"pipeline finished in {seconds:.1f} s (parent run {run_id})"]
     if reused:
         lines.append(f"reused steps:      {', '.join(reused)}")
     lines.append(f"production model:  {production or 'none deployed'}"
-                 + (f" ({cfg.task.primary_metric} {score:.4f} on the test data)" if score is not None else ""))
+                 + (f" ({metric} {score:.4f} on the test data)" if score is not None else ""))
     if production:
         lines.append(f"model folder:      {store.version_dir(production)}")
     lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}")

@@ -1,9 +1,12 @@
 """Step `model_scoring`: metrics of the candidate model on `data.test_path` -> latestscore.txt.
 
 The candidate is the store version main.py passes (the one training just produced), or the
-newest version of `task.model_name`. Tabular: F1, precision, recall, accuracy, ROC AUC.
-NLU: intent accuracy, slot F1 (seqeval), exact match, per-intent and per-slot reports.
-The gate's number (`task.primary_metric`) goes to `latestscore.txt` in the version folder.
+newest version of `task.model_name`. Tabular, by the problem of the model's frozen schema:
+binary F1, precision, recall, accuracy, ROC AUC; multiclass accuracy, macro/weighted F1 and a
+per-class report; regression RMSE, MAE, R², MAPE. NLU: intent accuracy, slot F1 (seqeval),
+exact match, per-intent and per-slot reports. The gate's number (`task.primary_metric`;
+`auto`: f1, f1_macro or rmse) goes to `latestscore.txt`, its direction (higher or lower is
+better) to `scores.json`.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 
 from utils.models.model_store import ModelStore, parse_version_id
 from utils.pipeline.paths import StatePaths, resolve_path
-from utils.models.scoring_lib import score_nlu, score_tabular
+from utils.models.scoring_lib import metric_direction, primary_metric_for, score_nlu, score_tabular
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import log_json_artifact
@@ -63,16 +66,25 @@ def go(config: ScoringConfig) -> int:
     mlflow.log_params({"model_version": version, "test_path": str(test_path)})
     try:
         if task.name == "tabular":
-            report = score_tabular(store.model_dir(version), test_path, task)
+            from utils.data.table_schema import model_schema, state_schema
+
+            schema = (model_schema(store.read_metadata(version))
+                      or state_schema(paths.schema_file, task))
+            report = score_tabular(store.model_dir(version), test_path, task, schema)
         else:
             report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size)
     except ValueError as exc:  # bad test data: say which file and why
         log.error("cannot score on %s: %s", test_path, exc)
         return 2
     metrics = report["metrics"]
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    primary = primary_metric_for(task.primary_metric, report.get("problem"))
+    if primary not in metrics:
+        log.error("task.primary_metric=%s is not a metric of this %s model: expected one of %s",
+                  primary, report.get("problem") or task.name, ", ".join(sorted(metrics)))
+        return 2
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v == v})
     log_json_artifact(report, "scoring_report.json")
-    store.write_score(version, metrics, task.primary_metric)
+    store.write_score(version, metrics, primary, metric_direction(primary))
 
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient()

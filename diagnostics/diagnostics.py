@@ -76,7 +76,7 @@ def model_sections(config: DiagnosticsConfig, store: ModelStore, version: str,
     else:
         predictions = dl.nlu_predictions(model_dir, test_path, config.diagnostics.batch_size)
     model = dl.load_pyfunc(model_dir)
-    latency = dl.latency_stats(dl.single_prediction_call(model, task, test_path),
+    latency = dl.latency_stats(dl.single_prediction_call(model, task, test_path, model_dir),
                                config.diagnostics.latency_calls)
     return predictions, latency
 

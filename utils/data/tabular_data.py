@@ -167,3 +167,9 @@ def read_tabular_csv(path: Path, task: Any, schema: TableSchema | None = None) -
         raise TabularDataError("no table schema: run data_ingestion first (it freezes the schema), "
                                "or spell out task.features and task.label_values")
     return read_table(Path(path), schema).frame
+
+
+def read_ingested(path: Path, schema: TableSchema) -> pd.DataFrame:
+    """The ingested dataset, typed by the frozen schema (rows were validated on ingestion)."""
+    frame, _ = validate_table(read_raw_csv(path), schema)
+    return frame
