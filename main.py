@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from utils.pipeline.config import register_resolvers  # noqa: E402
+from utils.pipeline.config import register_resolvers, resolve_task  # noqa: E402
 from utils.data.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
 from utils.data.ingest_record import scan_source_dir  # noqa: E402
 from utils.models.model_store import ModelStore  # noqa: E402
@@ -276,6 +276,7 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def go(cfg: DictConfig) -> None:
     try:
+        resolve_task(cfg)   # the embedded data's specifics never leak into another table
         sys.exit(run_chain(cfg))
     except PipelineError as exc:
         log.error("%s", exc)

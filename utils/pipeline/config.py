@@ -11,23 +11,38 @@ from omegaconf import DictConfig, OmegaConf
 from utils.pipeline.paths import REPO_ROOT
 
 
-def embedded_default(key: str, default: Any = None, *, _root_: DictConfig) -> Any:
-    """`${embedded:key,default}`: the embedded data's value while its label column is chosen.
+TABULAR_DEFAULTS = REPO_ROOT / "utils" / "conf" / "task" / "tabular.yaml"
+# what a user's table gets instead of the embedded attrition data's specifics
+GENERIC_TABULAR: dict[str, Any] = {"model_name": "tabular_model", "id_column": "auto",
+                                   "label_values": [], "features": {}}
 
-    The default attrition data's id column, ranges and label values (`embedded_data` in
-    utils/conf/task/tabular.yaml) must not leak into a user's table: they apply only while
-    `task.label_column` is the embedded data's label.
+
+def generic_tabular_task(task: dict[str, Any]) -> dict[str, Any]:
+    """The task section with the embedded data's specifics removed when another label is chosen.
+
+    tabular.yaml's defaults describe the embedded attrition data. With another
+    `task.label_column`, each of them still at its tabular.yaml value (id column, label
+    values, model name, per-column feature ranges) is replaced by the generic value, so none
+    leaks into a user's table; a value the user set is kept.
     """
-    embedded = _root_.get("embedded_data")
-    if embedded is not None and _root_.task.get("label_column") == embedded.get("label_column"):
-        return embedded.get(key, default)
-    return default
+    if task.get("name") != "tabular" or not TABULAR_DEFAULTS.is_file():
+        return task
+    embedded = OmegaConf.to_container(OmegaConf.load(TABULAR_DEFAULTS).task, resolve=True)
+    if task.get("label_column") == embedded.get("label_column"):
+        return task
+    out = dict(task)
+    for key, generic in GENERIC_TABULAR.items():
+        if key == "features":
+            default = embedded.get("features") or {}
+            out[key] = {k: v for k, v in (task.get(key) or {}).items() if default.get(k) != v}
+        elif task.get(key) == embedded.get(key):
+            out[key] = generic
+    return out
 
 
 def register_resolvers() -> None:
-    """`${repo_root:}` in config.yaml: the default state dir; `${embedded:...}` (tabular.yaml)."""
+    """`${repo_root:}` in config.yaml: the default state dir."""
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
-    OmegaConf.register_new_resolver("embedded", embedded_default, replace=True)
 
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -42,7 +57,9 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def resolve_task(cfg: DictConfig) -> None:
-    """Resolve `task` in place: `${embedded:...}` needs the whole config, so a `task` section
-    merged on its own elsewhere (a step's TaskConfig) must not carry the interpolation."""
+    """The `task` section as every entry point must see it (generic_tabular_task), in place."""
     if "task" in cfg and isinstance(cfg.task, DictConfig):
-        cfg.task = OmegaConf.to_container(cfg.task, resolve=True)
+        task = OmegaConf.to_container(cfg.task, resolve=True)
+        generic = generic_tabular_task(task)  # type: ignore[arg-type]
+        if generic != task:
+            cfg.task = generic
