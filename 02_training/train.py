@@ -60,6 +60,9 @@ ESTIMATORS = {"classification": ("logistic_regression", "hist_gradient_boosting"
               "regression": ("ridge", "hist_gradient_boosting")}
 
 
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+
+
 class TrainingDataError(ValueError):
     """The ingested table cannot train the configured model; the message says what to do."""
 
@@ -166,7 +169,10 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
                     f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
     info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
                                     input_example=x_train.head(3), pip_requirements=requirements,
-                                    registered_model_name=task.model_name)
+                                    registered_model_name=task.model_name,
+                                    # our own pipeline's types: OneHotEncoder's output dtype, and the
+                                    # trees of histogram gradient boosting
+                                    skops_trusted_types=SKOPS_TRUSTED_TYPES)
     return info, metrics, extra
 
 
