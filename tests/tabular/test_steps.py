@@ -172,3 +172,33 @@ def test_gate_direction_is_a_pure_function():
     assert deployment.decide(1.1, 1.0, 0.0, False, "lower")[0] is False
     assert deployment.decide(1.05, 1.0, 0.1, False, "lower")[0] is True
     assert deployment.decide(0.9, 1.0, 0.0, False)[0] is False
+
+
+def test_drift_check_on_a_categorical_table(state_dir, tmp_path, tracking):
+    """The cron tick's drift check reads the frozen schema: chi-square and unseen rate on categories."""
+    import shutil
+
+    from utils.pipeline.config import load_config
+    from utils.tick.drift_check import run_drift_check
+
+    source = tmp_path / "src"
+    write_csv(mixed_frame(300, seed=0), source / "a.csv")
+    test_path = write_csv(mixed_frame(80, seed=5), tmp_path / "test.csv")
+    task = task_config()
+    version = chain(state_dir, source, test_path, task, tracking)
+    paths = StatePaths.of(state_dir)
+    assert run(deployment, deployment.DeploymentConfig(state_dir=str(state_dir), task=task), tracking) == 0
+    reference = shutil.copy(paths.finaldata_csv, tmp_path / "reference.csv")
+    shifted = mixed_frame(300, seed=7).astype({"colour": object})
+    shifted["customer"] = [f"n{i}" for i in range(len(shifted))]
+    shifted.loc[:150, "colour"] = "violet"   # half the new rows: a colour training never saw
+    write_csv(shifted, source / "b.csv")
+    assert run(ingest, ingest_config(state_dir, source, task), tracking) == 0
+    cfg = load_config([f"paths.state_dir={state_dir}", "task.label_column=label", "task.model_name=byo",
+                       "drift.prediction_log=false"])
+    outcome = run_drift_check(cfg, paths, Path(reference), paths.finaldata_csv, None, "t1")
+    distribution = outcome.report["distribution"]
+    assert outcome.distribution is True and outcome.n_new == 300
+    assert "chi2:colour" in distribution["signals"] and "unseen:colour" in distribution["signals"]
+    assert distribution["unseen"]["colour"] > 0.4
+    assert outcome.report["performance"]["metric"] == "f1" and version
