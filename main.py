@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from utils.pipeline.config import register_resolvers  # noqa: E402
+from utils.pipeline.config import register_resolvers, resolve_task  # noqa: E402
 from utils.data.hashing import sha256_file, sha256_json, sha256_path, sha256_tree  # noqa: E402
 from utils.data.ingest_record import scan_source_dir  # noqa: E402
 from utils.models.model_store import ModelStore  # noqa: E402
@@ -69,7 +69,10 @@ def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
     data = paths.dataset(cfg.task.name)
-    return sha256_file(data) if data.is_file() else None
+    if not data.is_file():
+        return None
+    schema = paths.schema_file if cfg.task.name == "tabular" and paths.schema_file.is_file() else None
+    return [sha256_file(data), sha256_file(schema) if schema else None]
 
 
 def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
@@ -79,7 +82,7 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
-    Step("data_ingestion", ("task", "data.source_dir"), fingerprint=source_fingerprint),
+    Step("data_ingestion", ("task", "data.source_dir", "data.bad_rows"), fingerprint=source_fingerprint),
     Step("model_training", ("task", "training", "logging"), fingerprint=dataset_fingerprint),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
          fingerprint=test_data_fingerprint),
@@ -105,11 +108,16 @@ def select_steps(spec: str) -> list[Step]:
     return [s for s in STEPS if s.name in wanted]
 
 
+_ABSENT = object()
+
+
 def step_config(step: Step, cfg: DictConfig, paths: StatePaths, model_version: str | None) -> dict:
     """The resolved sections a step declares, with relative data paths made absolute."""
     out: dict[str, Any] = {"state_dir": str(paths.state_dir)}
     for key in step.sections:
-        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
+        if value is _ABSENT:   # a key only some tasks have (data.bad_rows): the step's default
+            continue
         if isinstance(value, DictConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if key in ("data.source_dir", "data.test_path"):
@@ -186,6 +194,9 @@ def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelSt
 
 def check_inputs(cfg: DictConfig, names: list[str]) -> None:
     """Fail before anything runs when a folder or file the chosen steps need is missing."""
+    if cfg.task.name not in ("tabular", "nlu"):
+        raise PipelineError(f"task.name={cfg.task.name!r} is not a task kind: expected tabular or nlu "
+                            "(name your model with task.model_name)")
     if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
         raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
                             "set data.source_dir=<folder with the raw files>")
@@ -372,6 +383,8 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
     store = ModelStore(paths.models_dir)
     production = store.production_version()
     score = store.read_score(production) if production else None
+    metric = ((store.read_scores(production) or {}).get("primary_metric") if production else None) \
+        or cfg.task.primary_metric
     lines = [f"pipeline finished in {seconds:.1f} s (parent run {run_id})"]
     if reused:
         lines.append(f"reused steps:      {', '.join(reused)}")
@@ -389,7 +402,7 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
             text += "; gate: not run (add model_deployment to main.steps)"
         lines.append(f"candidate model:   {text}")
     lines.append(f"production model:  {production or 'none deployed'}"
-                 + (f" ({cfg.task.primary_metric} {score:.4f} on the test data)" if score is not None else ""))
+                 + (f" ({metric} {score:.4f} on the test data)" if score is not None else ""))
     if production:
         lines.append(f"model folder:      {store.version_dir(production)}")
     lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}  "
@@ -404,6 +417,7 @@ EXIT_CODES: list[int] = []   # one per job: a sweep (-m) runs several in this pr
 def go(cfg: DictConfig) -> int:
     """One job. Returns, never exits: sys.exit here would end a Hydra sweep after job 0."""
     try:
+        resolve_task(cfg)   # the embedded data's specifics never leak into another table
         code = run_chain(cfg)
     except PipelineError as exc:
         log.error("%s", exc)

@@ -1,11 +1,14 @@
 """Step `model_training`: ingested dataset -> a new registered model version in the store.
 
-task=tabular: scikit-learn Pipeline (StandardScaler + LogisticRegression), fixed seed,
-validation metrics on a stratified hold-out. task=nlu: joint intent + slot fine-tune of a
+task=tabular: a scikit-learn Pipeline built from the frozen table schema (numeric: impute +
+scale; categorical: impute + one-hot, unknown categories ignored, in a ColumnTransformer),
+estimator by `training.estimator` and the schema's problem (binary, multiclass, regression),
+fixed seed, validation metrics on a (stratified) hold-out. task=nlu: joint intent + slot fine-tune of a
 small pretrained encoder (02_training/nlu_model.py). task=forecast: global LightGBM over all
 series (mlforecast, Tweedie) next to a seasonal-naive baseline (02_training/forecast_training.py).
-Every way the model is logged as an MLflow model with signature and input example,
-registered as a new version of `task.model_name`, and copied into `models/versions/<name>-v<N>/` (never over an old one).
+Every way the model is logged as an MLflow model with signature and input example, registered
+as a new version of `task.model_name`, and copied into `models/<model>/versions/<name>-v<N>/`
+(never over an old one).
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 from utils.data.hashing import sha256_file
 from utils.models.model_store import ModelStore, version_id
 from utils.pipeline.paths import StatePaths
-from utils.models.scoring_lib import classification_report
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import flatten
@@ -50,50 +52,128 @@ class TrainingConfig:
 
 @dataclass
 class TabularParams:
+    estimator: str = "auto"      # auto | logistic_regression | hist_gradient_boosting | ridge
     C: float = 1.0
     max_iter: int = 1000
     solver: str = "lbfgs"
     class_weight: str | None = None
+    alpha: float = 1.0
+    learning_rate: float = 0.1
+    boosting_rounds: int = 200
     seed: int = 42
     validation_fraction: float = 0.2
 
 
-def log_training_input(frame: pd.DataFrame, data_path: Path, targets: str) -> None:
+ESTIMATORS = {"classification": ("logistic_regression", "hist_gradient_boosting"),
+              "regression": ("ridge", "hist_gradient_boosting")}
+
+
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+
+
+class TrainingDataError(ValueError):
+    """The ingested table cannot train the configured model; the message says what to do."""
+
+
+def make_estimator(params: TabularParams, problem: str) -> Any:
+    """`training.estimator` for the schema's problem."""
+    kind = "regression" if problem == "regression" else "classification"
+    name = ESTIMATORS[kind][0] if params.estimator == "auto" else params.estimator
+    if name not in ESTIMATORS[kind]:
+        raise TrainingDataError(f"training.estimator={name!r} does not fit a {problem} problem: expected "
+                                f"auto or one of {', '.join(ESTIMATORS[kind])}")
+    if name == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=params.C, max_iter=params.max_iter, solver=params.solver,
+                                  class_weight=params.class_weight, random_state=params.seed)
+    if name == "ridge":
+        from sklearn.linear_model import Ridge
+
+        return Ridge(alpha=params.alpha)
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    if kind == "regression":
+        return HistGradientBoostingRegressor(learning_rate=params.learning_rate,
+                                             max_iter=params.boosting_rounds, random_state=params.seed)
+    return HistGradientBoostingClassifier(learning_rate=params.learning_rate, max_iter=params.boosting_rounds,
+                                          class_weight=params.class_weight, random_state=params.seed)
+
+
+def build_pipeline(schema: Any, estimator: Any) -> Any:
+    """Numeric: median impute + scale; categorical/boolean: most-frequent impute + one-hot.
+
+    An all-numeric table gets a plain Pipeline (it also takes a float matrix: the API's fast
+    path); a table with categories gets a ColumnTransformer that selects columns by name.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = schema.features_of("numeric", "integer")
+    categorical = schema.features_of("categorical", "boolean")
+    numeric_steps = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+    if not categorical:
+        return Pipeline([*numeric_steps, ("model", estimator)])
+    transformers = [("categorical", Pipeline([
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), categorical)]
+    if numeric:
+        transformers.insert(0, ("numeric", Pipeline(numeric_steps), numeric))
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def log_training_input(frame: pd.DataFrame, data_path: Path, targets: str | None) -> None:
     """The dataset this run trained on, in the run's Datasets panel (digest, schema, source)."""
     dataset = mlflow.data.from_pandas(frame, source=str(data_path), name=data_path.name, targets=targets)
     mlflow.log_input(dataset, context="training")
 
 
-def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
-    """Fit the Pipeline, log and register it; return (model info, validation metrics)."""
+def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float], dict[str, Any]]:
+    """Fit the Pipeline, log and register it; return (model info, validation metrics, metadata)."""
     from omegaconf import OmegaConf
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from utils.data.table_schema import feature_frame, label_values, state_schema, with_training_categories
+    from utils.data.tabular_data import read_ingested
+    from utils.models.scoring_lib import metric_direction, primary_metric_for, tabular_report
 
     task = config.task
     params: TabularParams = OmegaConf.to_object(OmegaConf.merge(
         OmegaConf.structured(TabularParams), config.training))  # type: ignore[assignment]
-    frame = pd.read_csv(data_path, dtype={task.id_column: str})
-    log_training_input(frame, data_path, task.label_column)
-    features = frame[task.feature_columns].astype(float)
-    labels = frame[task.label_column].astype(int)
-    stratify = labels if labels.value_counts().min() >= 2 else None
-    x_train, x_val, y_train, y_val = train_test_split(
-        features, labels, test_size=params.validation_fraction, random_state=params.seed,
-        stratify=stratify)
-    pipeline = Pipeline([
-        ("scale", StandardScaler()),
-        ("model", LogisticRegression(C=params.C, max_iter=params.max_iter, solver=params.solver,
-                                     class_weight=params.class_weight, random_state=params.seed)),
-    ])
-    pipeline.fit(x_train, y_train)
-    metrics = classification_report(y_val, pipeline.predict(x_val), pipeline.predict_proba(x_val)[:, 1],
-                                    list(task.label_values))["metrics"]
-    mlflow.log_params({**flatten("training", vars(params)), "rows_train": len(x_train),
-                       "rows_validation": len(x_val)})
-    mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
+    paths = StatePaths.of(config.state_dir).model(config.task.model_name)
+    schema = state_schema(paths.schema_file, task)
+    if schema is None:
+        raise TrainingDataError(f"no frozen table schema at {paths.schema_file}: run data_ingestion first")
+    frame = read_ingested(data_path, schema)
+    log_training_input(frame, data_path, schema.label)
+    labels = label_values(frame, schema)
+    if schema.is_classification:
+        present = pd.Series(labels).value_counts()
+        if len(present) < 2:
+            raise TrainingDataError(f"label column {schema.label!r} has one class in the ingested data "
+                                    f"({present.index[0]!r}): a classifier needs at least two")
+        stratify = labels if present.min() >= 2 else None
+    else:
+        stratify = None
+    train, val = train_test_split(frame, test_size=params.validation_fraction, random_state=params.seed,
+                                  stratify=stratify)
+    pipeline = build_pipeline(schema, make_estimator(params, schema.problem))
+    x_train = feature_frame(train, schema)
+    pipeline.fit(x_train, label_values(train, schema))
+    metrics = tabular_report(pipeline, val, schema)["metrics"]
+    primary = primary_metric_for(task.primary_metric, schema.problem)
+    mlflow.log_params({**flatten("training", vars(params)), "rows_train": len(train),
+                       "rows_validation": len(val), "problem": schema.problem,
+                       "estimator": type(pipeline[-1]).__name__})
+    mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items() if v == v})
+    model_schema = with_training_categories(schema, train)
+    import yaml
+
+    mlflow.log_text(yaml.safe_dump(model_schema.to_dict(), sort_keys=False), "schema/schema.yaml")
+    extra = {"schema": model_schema.to_dict(), "problem": schema.problem, "primary_metric": primary,
+             "direction": metric_direction(primary)}
 
     signature = infer_signature(x_train, pipeline.predict(x_train))
     import sklearn
@@ -104,8 +184,11 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
                     f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
     info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
                                     input_example=x_train.head(3), pip_requirements=requirements,
-                                    registered_model_name=task.model_name)
-    return info, metrics
+                                    registered_model_name=task.model_name,
+                                    # our own pipeline's types: OneHotEncoder's output dtype, and the
+                                    # trees of histogram gradient boosting
+                                    skops_trusted_types=SKOPS_TRUSTED_TYPES)
+    return info, metrics, extra
 
 
 def split_nlu(examples: list, dev_fraction: float, seed: int) -> tuple[list, list]:
@@ -161,8 +244,17 @@ def go(config: TrainingConfig) -> int:
     data_sha = sha256_file(data_path)
     mlflow.set_tags({"pipeline.task": task.name, "pipeline.data_sha256": data_sha})
 
+    extra: dict[str, Any] = {}
     if task.name == "tabular":
-        info, metrics = train_tabular(config, data_path)
+        try:
+            info, metrics, extra = train_tabular(config, data_path)
+        except (TrainingDataError, ValueError) as exc:
+            from utils.data.table_schema import SchemaError
+
+            if not isinstance(exc, (TrainingDataError, SchemaError)):
+                raise
+            log.error("%s", exc)
+            return 2
     elif task.name == "nlu":
         info, metrics = train_nlu_task(config, data_path)
     elif task.name == "forecast":
@@ -187,7 +279,7 @@ def go(config: TrainingConfig) -> int:
             "model_name": task.model_name, "registry_version": int(info.registered_model_version),
             "run_id": run.info.run_id if run else None, "task": task.name,
             "data_sha256": data_sha, "validation_metrics": metrics, "model_uri": info.model_uri,
-            "task_config": asdict(task)})
+            "task_config": asdict(task), **extra})
     mlflow.set_tag("pipeline.model_version", version)
     mlflow.MlflowClient().set_model_version_tag(task.model_name, str(info.registered_model_version),
                                                 "store_version", version)

@@ -1,11 +1,14 @@
 """Step `model_scoring`: metrics of the candidate model on `data.test_path` -> latestscore.txt.
 
 The candidate is the store version main.py passes (the one training just produced), or the
-newest version of `task.model_name`. Tabular: F1, precision, recall, accuracy, ROC AUC.
-NLU: intent accuracy, slot F1 (seqeval), exact match, per-intent and per-slot reports.
-Forecast: rolling-origin backtest on the ingested series (MAE, RMSE, WMAPE, Tweedie, MASE,
-beside seasonal-naive; per window and per store) and a hold-out on the test file.
-The gate's number (`task.primary_metric`) goes to `latestscore.txt` in the version folder.
+newest version of `task.model_name`. Tabular, by the problem of the model's frozen schema:
+binary F1, precision, recall, accuracy, ROC AUC; multiclass accuracy, macro/weighted F1 and a
+per-class report; regression RMSE, MAE, R², MAPE. NLU: intent accuracy, slot F1 (seqeval),
+exact match, per-intent and per-slot reports. Forecast: rolling-origin backtest on the ingested
+series (MAE, RMSE, WMAPE, Tweedie, MASE, beside seasonal-naive; per window and per store) and a
+hold-out on the test file. The gate's number (`task.primary_metric`;
+`auto`: f1, f1_macro or rmse) goes to `latestscore.txt`, its direction (higher or lower is
+better) to `scores.json`.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 
 from utils.models.model_store import ModelStore, parse_version_id
 from utils.pipeline.paths import StatePaths, resolve_path
-from utils.models.scoring_lib import score_nlu, score_tabular
+from utils.models.scoring_lib import metric_direction, primary_metric_for, score_nlu, score_tabular
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import log_json_artifact
@@ -67,11 +70,15 @@ def go(config: ScoringConfig) -> int:
     mlflow.log_params({"model_version": version, "test_path": str(test_path)})
     try:
         if task.name == "tabular":
-            report = score_tabular(store.model_dir(version), test_path, task)
+            from utils.data.table_schema import model_schema, state_schema
+
+            schema = (model_schema(store.read_metadata(version))
+                      or state_schema(paths.schema_file, task))
+            report = score_tabular(store.model_dir(version), test_path, task, schema)
         elif task.name == "forecast":
             from utils.models.forecast_scoring import score_forecast
 
-            report = score_forecast(store.model_dir(version), paths.finaldata_csv, test_path, task,
+            report = score_forecast(store.model_dir(version), paths.dataset(task.name), test_path, task,
                                     config.scoring.backtest_windows, config.scoring.refit)
         else:
             report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size)
@@ -79,9 +86,15 @@ def go(config: ScoringConfig) -> int:
         log.error("cannot score on %s: %s", test_path, exc)
         return 2
     metrics = report["metrics"]
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    primary = primary_metric_for(task.primary_metric, report.get("problem"))
+    if primary not in metrics:
+        log.error("task.primary_metric=%s is not a metric of this %s model: expected one of %s",
+                  primary, report.get("problem") or task.name, ", ".join(sorted(metrics)))
+        return 2
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v == v})
     log_json_artifact(report, "scoring_report.json")
-    store.write_score(version, metrics, task.primary_metric)
+    direction = "lower" if task.metric_direction == "lower" else metric_direction(primary)
+    store.write_score(version, metrics, primary, direction)
     if task.name == "forecast":  # the backtest and per-store tables, for the report (atomic: readers)
         import json
         import os

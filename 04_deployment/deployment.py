@@ -1,9 +1,9 @@
 """Step `model_deployment`: gate the candidate against the champion, then swap atomically.
 
 Gate: deploy when candidate score >= champion score - `deployment.tolerance` (scores from
-`latestscore.txt`, same test data), or always with `deployment.force=true`. For a metric
-where lower is better (`task.metric_direction: lower`, e.g. forecast WMAPE) the gate is
-candidate <= champion + tolerance. Deploying points
+`latestscore.txt`, same test data), or candidate <= champion + tolerance for a metric where
+lower is better (RMSE, forecast WMAPE: `direction` in the candidate's `scores.json`), or always
+with `deployment.force=true`. Deploying points
 `models/production` at the version folder (new symlink + os.replace), appends to
 `models/deployments.jsonl` and moves the registry alias `champion`.
 
@@ -60,13 +60,13 @@ def champion_version(store: ModelStore, model_name: str) -> str | None:
 
 
 def decide(candidate_score: float, champion_score: float | None, tolerance: float,
-           force: bool, higher_is_better: bool = True) -> tuple[bool, str]:
+           force: bool, direction: str = "higher") -> tuple[bool, str]:
     """The gate, as a pure function so it is easy to test and to read."""
     if force:
         return True, "forced (deployment.force=true)"
     if champion_score is None:
         return True, "no champion yet"
-    if not higher_is_better:
+    if direction == "lower":
         if candidate_score <= champion_score + tolerance:
             return True, f"candidate {candidate_score:.4f} <= champion {champion_score:.4f} + {tolerance} (lower is better)"
         return False, f"candidate {candidate_score:.4f} > champion {champion_score:.4f} + {tolerance} (lower is better)"
@@ -103,11 +103,13 @@ def go(config: DeploymentConfig) -> int:
         mlflow.set_tags({"pipeline.deployment": "unchanged",
                          "pipeline.deployment_reason": "already in production"})
         return 0
+    direction = store.read_direction(candidate)
     deploy, reason = decide(candidate_score, champion_score, config.deployment.tolerance,
-                            config.deployment.force, task.higher_is_better)
+                            config.deployment.force, direction)
     run = mlflow.active_run()
     mlflow.set_tag("pipeline.deployment_reason", reason)   # main.py's summary reads it
-    details = {"metric": task.primary_metric, "score": candidate_score, "champion": champion,
+    metric = (store.read_scores(candidate) or {}).get("primary_metric") or task.primary_metric
+    details = {"metric": metric, "direction": direction, "score": candidate_score, "champion": champion,
                "champion_score": champion_score, "reason": reason,
                "run_id": run.info.run_id if run else None}
     if not deploy:

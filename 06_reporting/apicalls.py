@@ -42,11 +42,12 @@ def prediction_payload(task: Any, test_path: Path, n: int) -> dict[str, Any]:
     if task.name == "tabular":
         import pandas as pd
 
-        frame = pd.read_csv(test_path, dtype={task.id_column: str}, nrows=n)
-        columns = [task.id_column, *task.features]
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{test_path}: missing column(s) {missing}")
+        id_column = task.id_column if task.id_column not in (None, "auto") else None
+        frame = pd.read_csv(test_path, dtype={id_column: str} if id_column else None, nrows=n)
+        if task.label_column not in frame.columns:
+            raise ValueError(f"{test_path}: missing column(s) {[task.label_column]}")
+        # every column but the label: the API ignores the id's echo, excluded columns are accepted
+        columns = [c for c in frame.columns if c != task.label_column]
         return {"records": json.loads(frame[columns].to_json(orient="records"))}
     from utils.data.nlu_data import read_nlu_path
 

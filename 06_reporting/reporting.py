@@ -60,12 +60,17 @@ class ReportingConfig:
 
 
 def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict[str, Any]],
-               reports: Path) -> list[dict[str, Any]]:
+               reports: Path, metadata: dict[str, Any] | None = None,
+               primary: str | None = None) -> list[dict[str, Any]]:
     """Write the PNGs; return what the report shows for each (title, file, caption)."""
     plots = []
     predictions = diagnostics.get("predictions", {})
     version = diagnostics.get("model_version")
     rows = predictions.get("rows") or []
+    metadata = metadata or {}
+    primary = primary or task.primary_metric
+    classes = [c.get("categories") for c in (metadata.get("schema") or {}).get("columns", [])
+               if c.get("role") == "label"]
     if rows and task.name == "forecast":
         from utils.monitoring.forecast_diagnostics import FORECAST_SIZE_PX, forecast_png
 
@@ -75,10 +80,11 @@ def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict
                       "caption": f"Recent history, the forecast from the end of the training data, seasonal-naive "
                                  f"(dashed) and the actuals of {Path(predictions['test_path']).name} where known; "
                                  "series picked across the volume range."})
-    elif rows:
+    elif rows and metadata.get("problem") != "regression":
         if task.name == "tabular":
             labels, matrix = rl.confusion_counts([r["label"] for r in rows], [r["predicted"] for r in rows],
-                                                 list(task.label_values) or None)
+                                                 (classes[0] if classes and classes[0] else None)
+                                                 or list(task.label_values) or None)
             what = f"{task.label_column}"
         else:
             labels, matrix = rl.confusion_counts([r["intent"] for r in rows],
@@ -95,10 +101,10 @@ def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict
             plots.append({"file": path, "alt": "per-slot-type F1", "size": rl.SLOT_F1_SIZE_PX,
                           "caption": "Entity-level F1 per slot type (seqeval) on the test data; n = gold spans."})
     if history:
-        path = rl.metric_history_png(history, task.primary_metric, reports / "metric_history.png",
-                                     f"{task.model_name}: {task.primary_metric} per model version")
+        path = rl.metric_history_png(history, primary, reports / "metric_history.png",
+                                     f"{task.model_name}: {primary} per model version")
         plots.append({"file": path, "alt": "metric history", "size": rl.HISTORY_SIZE_PX,
-                      "caption": f"{task.primary_metric} of every model version on the test data, by creation "
+                      "caption": f"{primary} of every model version on the test data, by creation "
                                  "time; stars: versions that were deployed."})
     return plots
 
@@ -115,6 +121,24 @@ def summary_rows(task: TaskConfig, diagnostics: dict[str, Any], store: ModelStor
         ("test data", diagnostics.get("test_path")),
         ("ingested examples", diagnostics.get("summary_stats", {}).get("n_rows")),
     ]
+    return rows
+
+
+def schema_rows(metadata: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The model's frozen table schema, one line per role (tabular models trained with one)."""
+    schema = metadata.get("schema")
+    if not schema:
+        return []
+    by_role: dict[str, list[str]] = {}
+    for col in schema.get("columns", []):
+        what = col["kind"] + (", nullable" if col.get("nullable") else "")
+        if col.get("min") is not None or col.get("max") is not None:
+            what += f", range [{col.get('min')}, {col.get('max')}]"
+        if col["role"] == "excluded" and col.get("reason"):
+            what += f": {col['reason']}"
+        by_role.setdefault(col["role"], []).append(f"{col['name']} ({what})")
+    rows: list[tuple[str, Any]] = [("problem", f"{schema.get('problem')} (schema version {schema.get('version')})")]
+    rows += [(f"schema: {role}", "; ".join(items)) for role, items in by_role.items()]
     return rows
 
 
@@ -219,10 +243,10 @@ def go(config: ReportingConfig) -> int:
     store = ModelStore(paths.models_dir)
     production = diagnostics.get("model_version")
     history = rl.metric_history(store, task.model_name)
-    plots = make_plots(task, diagnostics, history, reports)
-
     scores = store.read_scores(production) if production and store.has_version(production) else None
     metadata = store.read_metadata(production) if production and store.has_version(production) else {}
+    primary = (scores or {}).get("primary_metric") or metadata.get("primary_metric") or task.primary_metric
+    plots = make_plots(task, diagnostics, history, reports, metadata, primary)
     predictions = diagnostics.get("predictions", {})
     columns, sample = prediction_table(task, predictions, config.reporting.sample_rows)
     curves, curves_note = training_curve_plot(production, metadata, reports)
@@ -236,9 +260,9 @@ def go(config: ReportingConfig) -> int:
         "title": f"{task.model_name}: pipeline report",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "task": task.name, "state_dir": str(paths.state_dir),
-        "summary": summary_rows(task, diagnostics, store, production),
+        "summary": summary_rows(task, diagnostics, store, production) + schema_rows(metadata),
         "pipeline": pipeline, "finalized": False,
-        "production": production, "primary_metric": task.primary_metric,
+        "production": production, "primary_metric": primary,
         "production_note": predictions.get("error", "the production version has no scores.json"),
         "metrics": {k: v for k, v in (scores or {}).get("metrics", {}).items() if isinstance(v, (int, float))},
         "validation_metrics": metadata.get("validation_metrics") or {},

@@ -74,7 +74,7 @@ def model_sections(config: DiagnosticsConfig, store: ModelStore, version: str,
     if task.name == "forecast":  # forecasts vs the test file's actuals; one series per timed call
         from utils.monitoring.forecast_diagnostics import forecast_predictions, single_series_call
 
-        predictions = forecast_predictions(model_dir, test_path, task, StatePaths.of(config.state_dir).finaldata_csv)
+        predictions = forecast_predictions(model_dir, test_path, task, StatePaths.of(config.state_dir).model(task.model_name).dataset(task.name))
         latency = dl.latency_stats(single_series_call(dl.load_pyfunc(model_dir), model_dir),
                                    config.diagnostics.latency_calls)
         return predictions, latency
@@ -83,7 +83,7 @@ def model_sections(config: DiagnosticsConfig, store: ModelStore, version: str,
     else:
         predictions = dl.nlu_predictions(model_dir, test_path, config.diagnostics.batch_size)
     model = dl.load_pyfunc(model_dir)
-    latency = dl.latency_stats(dl.single_prediction_call(model, task, test_path),
+    latency = dl.latency_stats(dl.single_prediction_call(model, task, test_path, model_dir),
                                config.diagnostics.latency_calls)
     return predictions, latency
 

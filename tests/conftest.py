@@ -37,12 +37,33 @@ def load_step_module(relative: str) -> ModuleType:
     return module
 
 
+# The committed attrition files by name: a file dropped into 01_data/sourcedata/tabular/
+# changes no test (tests read a private copy of these three, never the live folder).
+EMBEDDED_TABULAR_DIR = REPO_ROOT / "01_data" / "sourcedata" / "tabular"
+EMBEDDED_TABULAR = ("dataset1.csv", "dataset2.csv", "dataset3.csv")
+
+
+def copy_embedded_tabular(target: Path) -> Path:
+    """A private source folder with the embedded attrition files (and nothing else)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in EMBEDDED_TABULAR:
+        shutil.copy2(EMBEDDED_TABULAR_DIR / name, target / name)
+    return target
+
+
 def run_main(*overrides: str, state_dir: Path, check: bool = True, timeout: int = 600,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python main.py <overrides> paths.state_dir=<state_dir>` in a subprocess, cwd elsewhere.
 
-    The diagnostics step's package-index lookup is off: tests make no network calls.
+    The diagnostics step's package-index lookup is off: tests make no network calls. A
+    tabular run without `data.source_dir` reads a private copy of the embedded files.
     """
+    if not any(o.startswith("data.source_dir=") or o.startswith("task=") and o != "task=tabular"
+               for o in overrides):
+        source = state_dir.parent / "embedded_source"
+        if not source.is_dir():
+            copy_embedded_tabular(source)
+        overrides = (f"data.source_dir={source}", *overrides)
     cmd = [PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state_dir}",
            "diagnostics.pypi_url=null", *overrides]
     proc = subprocess.run(cmd, cwd=state_dir.parent, capture_output=True, text=True, timeout=timeout,

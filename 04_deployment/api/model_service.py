@@ -54,13 +54,23 @@ class ServedModel:
     takes_matrix: bool = False     # the estimator gives the same answer for a plain float matrix
 
     # ---- tabular ---------------------------------------------------------------------------
+    def predict_batch(self, batch: Any) -> list[dict[str, Any]]:
+        """A validated TabularBatch: the float matrix, or (mixed kinds) a DataFrame of its rows."""
+        if batch.matrix is not None:
+            return self.predict_matrix(batch.matrix)
+        return self._predict(self._mixed_frame(batch.rows), as_matrix=False)
+
     def predict_matrix(self, matrix: np.ndarray) -> list[dict[str, Any]]:
         """label and its probability per row (the binary case's other probability is 1 - p)."""
+        return self._predict(matrix, as_matrix=True)
+
+    def _predict(self, data: Any, as_matrix: bool) -> list[dict[str, Any]]:
+        """label in its own type and, for classifiers, the probability of that label."""
+        features = data if (not as_matrix or self.takes_matrix) else self._frame(data)
         if self._estimator is not None and hasattr(self._estimator, "predict_proba"):
             import sklearn
 
-            features = matrix if self.takes_matrix else self._frame(matrix)
-            # inputs are validated (finite, right shape): skip sklearn's own re-checks
+            # inputs are validated (finite or allowed-null, right shape): skip sklearn's own re-checks
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 proba = self._estimator.predict_proba(features)
             classes = self.class_labels
@@ -68,15 +78,27 @@ class ServedModel:
             return [{"label": classes[b], "probability": p}          # plain Python values: cheap JSON
                     for b, p in zip(best.tolist(), proba[np.arange(len(best)), best].tolist())]
         if self._estimator is not None:
-            predicted = self._estimator.predict(matrix if self.takes_matrix else self._frame(matrix))
+            predicted = self._estimator.predict(features)
         else:
-            predicted = self._pyfunc.predict(self._frame(matrix))
+            predicted = self._pyfunc.predict(features if not as_matrix else self._frame(data))
         return [{"label": _plain(v), "probability": None} for v in np.asarray(predicted).tolist()]
 
     def _frame(self, matrix: np.ndarray) -> Any:
         import pandas as pd
 
         return pd.DataFrame(matrix, columns=list(self.spec.columns if self.spec else ()))
+
+    def _mixed_frame(self, rows: list[list[Any]]) -> Any:
+        """Rows of numbers and category texts -> the frame the pipeline was trained on."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(self.spec.columns), dtype=object)
+        for name in self.spec.columns:
+            if self.spec.kinds.get(name, "numeric") in ("numeric", "integer"):
+                frame[name] = frame[name].astype("float64")
+            else:
+                frame[name] = frame[name].where(frame[name].notna(), np.nan)
+        return frame
 
     # ---- NLU -------------------------------------------------------------------------------
     def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -125,8 +147,11 @@ def _plain(value: Any) -> Any:
 
 
 # ---- loading -----------------------------------------------------------------------------
-def tabular_spec(signature_inputs: Any, task: Any) -> TabularSpec:
-    """Signature columns and types, the task's feature ranges, id and label columns."""
+def tabular_spec(signature_inputs: Any, task: Any, schema: Any = None) -> TabularSpec:
+    """What the model accepts: from its frozen table schema (kinds, ranges, categories, nulls,
+    id, label and excluded columns), or, for older models, the signature and the task's ranges."""
+    if schema is not None:
+        return _schema_spec(schema)
     features = dict(task.features) if task is not None and task.get("features") else {}
     if signature_inputs is not None and signature_inputs.has_input_names():
         columns = tuple(signature_inputs.input_names())
@@ -144,6 +169,22 @@ def tabular_spec(signature_inputs: Any, task: Any) -> TabularSpec:
     return TabularSpec(columns=columns, integer=integer, minimum=minimum, maximum=maximum,
                        id_column=task.get("id_column") if task is not None else None,
                        ignored=frozenset({label} - set(columns)) if label else frozenset())
+
+
+def _schema_spec(schema: Any) -> TabularSpec:
+    columns = tuple(schema.features)
+    cols = {c.name: c for c in schema.columns}
+    return TabularSpec(
+        columns=columns,
+        integer=frozenset(c for c in columns if cols[c].kind == "integer"),
+        minimum={c: float(cols[c].min) for c in columns if cols[c].min is not None},
+        maximum={c: float(cols[c].max) for c in columns if cols[c].max is not None},
+        id_column=schema.id_column,
+        ignored=frozenset(c.name for c in schema.columns if c.role in ("label", "excluded")),
+        kinds={c: cols[c].kind for c in columns},
+        nullable=frozenset(c for c in columns if cols[c].nullable),
+        categories={c: frozenset(str(v) for v in cols[c].categories or ()) for c in columns
+                    if cols[c].kind == "categorical" and cols[c].categories})
 
 
 def load_served_model(store: ModelStore, version: str, task_config: Any = None,
@@ -180,8 +221,10 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
         served = ServedModel(version=version, task=task, model_dir=model_dir, metadata=metadata,
                              loaded_at=time.time())
         if task == "tabular":
+            from utils.data.table_schema import model_schema
+
             inputs = info.signature.inputs if info.signature is not None else None
-            served.spec = tabular_spec(inputs, task_config)
+            served.spec = tabular_spec(inputs, task_config, model_schema(metadata))
             if "sklearn" in info.flavors:
                 import mlflow.sklearn
 
@@ -191,7 +234,7 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
                 fitted = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
                 if sorted(fitted) == sorted(served.spec.columns):   # the estimator's own column order
                     served.spec = replace(served.spec, columns=tuple(fitted))
-                served.takes_matrix = _takes_matrix(estimator, served.spec)
+                served.takes_matrix = served.spec.numeric_only and _takes_matrix(estimator, served.spec)
                 if served.takes_matrix:
                     # the matrix is in the estimator's own column order, checked above: its
                     # "no feature names" warning says nothing here (silenced once, process-wide)

@@ -203,7 +203,7 @@ def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
     started = time.perf_counter()
     if model.task == "tabular":
         batch = tabular_batch(parsed.items, model.spec, svc.limits, from_csv=parsed.source == "csv")
-        outputs = model.predict_matrix(batch.matrix)
+        outputs = model.predict_batch(batch)
         logged: dict[str, Any] = {"columns": model.spec.columns, "rows": batch.row_lists(), "ids": batch.ids}
         answers = (outputs if batch.ids is None else
                    [{"id": i, **o} if i is not None else o for i, o in zip(batch.ids, outputs)])
@@ -297,19 +297,25 @@ def _scoring(name: str | None) -> Any:
     with svc.scoring_lock:      # one scoring at a time per worker; a repeat is answered from cache
         cached = svc.scoring_cache.get(key)
         if cached is None:
-            from utils.models.scoring_lib import score_nlu, score_tabular
+            from utils.models.scoring_lib import primary_metric_for, score_nlu, score_tabular
 
             started = time.perf_counter()
             try:
                 if model.task == "tabular":
-                    report = score_tabular(model.estimator or model.model_dir, test_path, task)
+                    from utils.data.table_schema import model_schema
+
+                    report = score_tabular(model.estimator or model.model_dir, test_path, task,
+                                           model_schema(model.metadata, task))
                 else:
                     report = score_nlu(model.predict_texts, test_path,
                                        int(svc.config.cfg.get("scoring", {}).get("batch_size", 256)))
             except ValueError as exc:
                 raise ApiError(503, f"cannot score on the test data ({test_path.name}): {exc}") from None
             cached = {"model": name, "model_version": model.version, "task": model.task,
-                      "test_data": test_path.name, "primary_metric": task.primary_metric, "scored": _now(),
+                      "test_data": test_path.name,
+                      "primary_metric": model.metadata.get("primary_metric") or primary_metric_for(
+                          task.primary_metric, report.get("problem")),
+                      "scored": _now(),
                       "seconds": round(time.perf_counter() - started, 3), **report}
             while len(svc.scoring_cache) >= 8:
                 svc.scoring_cache.pop(next(iter(svc.scoring_cache)))
@@ -424,6 +430,14 @@ def _served_latency(model: ServedModel | None, calls: int = 50) -> dict[str, Any
     if model.task == "tabular":
         import numpy as np
 
+        if not model.spec.numeric_only:   # one record of known categories (or missing values)
+            from api.validation import TabularBatch
+
+            values = [model.spec.minimum.get(c, 0.0) if model.spec.kinds.get(c, "numeric") in ("numeric", "integer")
+                      else next(iter(sorted(model.spec.categories.get(c) or ["true"])), None)
+                      for c in model.spec.columns]
+            batch = TabularBatch(matrix=None, ids=None, rows=[values])
+            return latency_stats(lambda i: model.predict_batch(batch), calls)
         row = np.zeros((1, len(model.spec.columns)))
         for j, name in enumerate(model.spec.columns):
             row[0, j] = model.spec.minimum.get(name, 0.0)

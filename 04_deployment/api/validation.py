@@ -1,7 +1,8 @@
 """Request bodies of POST /prediction -> checked inputs, or a 4xx that says what is wrong.
 
-Checked against the served model's signature (column names and types) and the task's
-feature ranges, by hand and in one pass: MLflow's generic schema enforcement costs more than
+Checked against the served model's frozen table schema (column kinds, ranges, categories,
+nulls where allowed; older models: their signature and the task's feature ranges), by hand
+and in one pass: MLflow's generic schema enforcement costs more than
 the model itself on small batches. Nothing here touches the filesystem: no request field is
 ever used as a path.
 """
@@ -48,7 +49,15 @@ class TabularSpec:
     minimum: dict[str, float] = field(default_factory=dict)
     maximum: dict[str, float] = field(default_factory=dict)
     id_column: str | None = None                  # echoed back as "id" when sent
-    ignored: frozenset[str] = frozenset()         # accepted and ignored (the label column)
+    ignored: frozenset[str] = frozenset()         # accepted and ignored (the label, excluded columns)
+    kinds: dict[str, str] = field(default_factory=dict)   # column -> categorical | boolean (default: numeric)
+    nullable: frozenset[str] = frozenset()        # columns that may be null / empty (imputed)
+    categories: dict[str, frozenset[str]] = field(default_factory=dict)  # categorical -> known values
+
+    @cached_property
+    def numeric_only(self) -> bool:
+        """Every column a number: the batch is a float matrix (the fast path)."""
+        return all(self.kinds.get(c, "numeric") in ("numeric", "integer") for c in self.columns)
 
     @cached_property
     def allowed(self) -> frozenset[str]:
@@ -66,13 +75,15 @@ class TabularSpec:
 
 @dataclass
 class TabularBatch:
-    matrix: np.ndarray                 # (n, len(columns)) float64, signature column order
+    matrix: np.ndarray | None          # (n, len(columns)) float64, signature column order; None: mixed kinds
     ids: list[str | None] | None       # the id column's values, None when no record sent one
-    rows: list[list[Any]] | None = None  # the same values as Python lists, when already at hand
+    rows: list[list[Any]] | None = None  # the same values as Python lists (mixed kinds: the only form)
 
     def row_lists(self) -> list[list[Any]]:
-        """The matrix as lists of numbers (for the prediction log)."""
-        return self.rows if self.rows is not None else self.matrix.tolist()
+        """The values as lists (for the prediction log); missing values as None."""
+        if self.rows is not None:
+            return [[None if isinstance(v, float) and v != v else v for v in row] for row in self.rows]
+        return [[None if v != v else v for v in row] for row in self.matrix.tolist()]
 
 
 @dataclass
@@ -188,6 +199,8 @@ def _fast_batch(items: list[Any], spec: TabularSpec) -> TabularBatch | None:
     """The whole batch at once, or None when anything is off (then _checked_batch explains)."""
     columns = spec.columns
     allowed = spec.allowed
+    if not spec.numeric_only:
+        return None
     try:
         if not all(type(r) is dict and r.keys() <= allowed for r in items):
             return None
@@ -224,6 +237,7 @@ def _fast_batch(items: list[Any], spec: TabularSpec) -> TabularBatch | None:
 def _checked_batch(items: list[Any], spec: TabularSpec, from_csv: bool) -> TabularBatch:
     n_cols = len(spec.columns)
     matrix = np.empty((len(items), n_cols), dtype=np.float64)
+    rows: list[list[Any]] = [] if not spec.numeric_only else None  # type: ignore[assignment]
     ids: list[str | None] = []
     errors: list[dict[str, Any]] = []
     allowed = spec.allowed
@@ -238,12 +252,20 @@ def _checked_batch(items: list[Any], spec: TabularSpec, from_csv: bool) -> Tabul
         if unknown:
             errors.append({"row": i, "field": str(unknown[0])[:100],
                            "message": f"unknown field; expected {sorted(allowed)}"})
+        row: list[Any] = []
         for j, name in enumerate(spec.columns):
-            value, problem = _number(record.get(name, _MISSING), name, spec, from_csv)
+            kind = spec.kinds.get(name, "numeric")
+            if kind in ("numeric", "integer"):
+                value, problem = _number(record.get(name, _MISSING), name, spec, from_csv)
+            else:
+                value, problem = _category(record.get(name, _MISSING), name, kind, spec, from_csv)
             if problem:
                 errors.append({"row": i, "field": name, "message": problem})
-            else:
+            elif rows is None:
                 matrix[i, j] = value
+            row.append(value)
+        if rows is not None:
+            rows.append(row)
         row_id = None
         if spec.id_column and spec.id_column in record:
             row_id, problem = _identifier(record[spec.id_column])
@@ -254,16 +276,52 @@ def _checked_batch(items: list[Any], spec: TabularSpec, from_csv: bool) -> Tabul
         ids.append(row_id)
     if errors:
         raise RequestError(_summary(errors), errors=errors[:MAX_ERRORS])
-    return TabularBatch(matrix=matrix, ids=ids if any(i is not None for i in ids) else None)
+    ids_out = ids if any(i is not None for i in ids) else None
+    if rows is not None:
+        return TabularBatch(matrix=None, ids=ids_out, rows=rows)
+    return TabularBatch(matrix=matrix, ids=ids_out)
 
 
 _MISSING = object()
+_BOOL_WORDS = {"true": True, "false": False}
+
+
+def _is_null(value: Any, from_csv: bool) -> bool:
+    return value is None or (from_csv and isinstance(value, str) and value == "")
+
+
+def _category(value: Any, name: str, kind: str, spec: TabularSpec, from_csv: bool) -> tuple[Any, str | None]:
+    """(the value as the model's text, None) or (None, what is wrong); null only where allowed."""
+    if value is _MISSING:
+        return None, "missing"
+    if _is_null(value, from_csv):
+        return (None, None) if name in spec.nullable else (None, "must not be null (the schema has no "
+                                                                  "missing values in this column)")
+    if kind == "boolean":
+        if type(value) is bool:
+            return ("true" if value else "false"), None
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return value.strip().lower(), None
+        return None, f"must be true or false, got {_type_name(value)}"
+    if type(value) is not str:
+        return None, f"must be a string (a category), got {_type_name(value)}"
+    text = value.strip()
+    if not _is_unicode(text):
+        return None, "not valid Unicode (lone surrogate)"
+    known = spec.categories.get(name)
+    if known and text not in known:
+        shown = sorted(known)[:20]
+        return None, (f"unknown category {text[:40]!r}; known: {shown}"
+                      + (" ..." if len(known) > 20 else ""))
+    return text, None
 
 
 def _number(value: Any, name: str, spec: TabularSpec, from_csv: bool) -> tuple[float, str | None]:
     """(value as float, None) or (nan, what is wrong)."""
     if value is _MISSING:
         return math.nan, "missing"
+    if name in spec.nullable and _is_null(value, from_csv):
+        return math.nan, None
     kind = type(value)
     if kind is float:
         number = value

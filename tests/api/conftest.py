@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import EMBEDDED_TABULAR, EMBEDDED_TABULAR_DIR, REPO_ROOT
 
 API_DIR = REPO_ROOT / "04_deployment"
 if str(API_DIR) not in sys.path:
@@ -44,7 +44,7 @@ def train_tabular_model(target: Path, C: float = 1.0) -> Path:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    frame = pd.concat([pd.read_csv(p) for p in sorted((REPO_ROOT / "01_data/sourcedata/tabular").glob("*.csv"))])
+    frame = pd.concat([pd.read_csv(EMBEDDED_TABULAR_DIR / name) for name in EMBEDDED_TABULAR])
     x, y = frame[FEATURES].astype(float), frame["exited"].astype(int)
     model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=C, max_iter=1000))]).fit(x, y)
     mlflow.sklearn.save_model(model, str(target), signature=infer_signature(x, model.predict(x)),

@@ -10,12 +10,11 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO_ROOT, load_step_module
+from tests.conftest import REPO_ROOT, copy_embedded_tabular, load_step_module
 from utils.pipeline.paths import StatePaths
 from utils.pipeline.step_config import TaskConfig
 
 ingest = load_step_module("01_data/ingest.py")
-SOURCE = REPO_ROOT / "01_data" / "sourcedata" / "tabular"
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
 
 
@@ -47,9 +46,7 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    folder = tmp_path / "source"
-    shutil.copytree(SOURCE, folder)
-    return folder
+    return copy_embedded_tabular(tmp_path / "source")
 
 
 def test_ingests_all_files_and_dedups_rows(state_dir, source, tracking):

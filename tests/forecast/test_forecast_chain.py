@@ -84,7 +84,7 @@ def test_next_day_arrival_retrains_and_the_gate_prefers_lower_wmape(forecast_cha
 
 def test_gate_direction() -> None:
     deployment = load_step_module("04_deployment/deployment.py")
-    assert deployment.decide(0.40, 0.45, 0.0, False, higher_is_better=False)[0] is True
-    assert deployment.decide(0.50, 0.45, 0.0, False, higher_is_better=False)[0] is False
-    assert deployment.decide(0.46, 0.45, 0.02, False, higher_is_better=False)[0] is True
+    assert deployment.decide(0.40, 0.45, 0.0, False, direction="lower")[0] is True
+    assert deployment.decide(0.50, 0.45, 0.0, False, direction="lower")[0] is False
+    assert deployment.decide(0.46, 0.45, 0.02, False, direction="lower")[0] is True
     assert deployment.decide(0.50, 0.45, 0.0, False)[0] is True        # higher is better (default)

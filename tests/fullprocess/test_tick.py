@@ -12,6 +12,7 @@ import pytest
 
 from fullprocess import ChainRun, Terminated, decide, run_in_group
 from tests.conftest import PYTHON, REPO_ROOT
+from tests.conftest import copy_embedded_tabular
 from tests.fullprocess.helpers import (FULLPROCESS, HEAVY_MODULES, TABULAR_SOURCE, mark_ingested, run_tick,
                                        summary_of, ticks)
 from utils.pipeline.paths import StatePaths
@@ -48,7 +49,7 @@ def probe_tick(*args: str) -> dict:
 def ingested(tmp_path: Path) -> tuple[Path, Path]:
     """A state dir whose ingest record lists every source file, and an ingested dataset."""
     source, state = tmp_path / "source", tmp_path / "state"
-    shutil.copytree(TABULAR_SOURCE, source)
+    copy_embedded_tabular(source)
     mark_ingested(state, source)
     shutil.copy(source / "dataset1.csv", StatePaths.of(state).model("attrition_model").finaldata_csv)
     return state, source

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from tests.conftest import run_main
+from tests.conftest import copy_embedded_tabular
 from tests.fullprocess.helpers import (TABULAR_SOURCE, generate, run_tick, summary_of, tick_cmd, ticks,
                                        tree_digest, write_csv)
 from utils.data.ingest_record import IngestRecord
@@ -41,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Source files ingested and a model deployed by main.py (no tick yet)."""
     base = tmp_path_factory.mktemp("trained")
     source, state = base / "src", base / "state"
-    shutil.copytree(TABULAR_SOURCE, source)
+    copy_embedded_tabular(source)
     state.mkdir()
     run_main(f"data.source_dir={source}",
              "main.steps='data_ingestion,model_training,model_scoring,model_deployment'", state_dir=state)

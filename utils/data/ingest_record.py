@@ -24,6 +24,7 @@ class RecordRow:
     time: str
     size: int
     mtime_ns: int
+    rows_dropped: int = 0      # tabular, data.bad_rows=drop_rows: bad rows left out of the dataset
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class IngestRecord:
                     rows.append(RecordRow(
                         file=raw["file"], sha256=raw["sha256"], rows=int(raw["rows"] or 0),
                         status=raw["status"], reason=raw.get("reason", ""), time=raw["time"],
-                        size=int(raw.get("size") or -1), mtime_ns=int(raw.get("mtime_ns") or -1)))
+                        size=int(raw.get("size") or -1), mtime_ns=int(raw.get("mtime_ns") or -1),
+                        rows_dropped=int(raw.get("rows_dropped") or 0)))
         return cls(path, rows)
 
     def is_unchanged(self, entry: SourceEntry) -> bool:

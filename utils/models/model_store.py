@@ -120,19 +120,26 @@ class ModelStore:
             raise ModelStoreError(f"unknown model version {version!r} (no {path})")
         return json.loads(path.read_text())
 
-    def write_score(self, version: str, metrics: dict[str, float], primary_metric: str) -> None:
-        """latestscore.txt holds the gate's number; scores.json every metric."""
+    def write_score(self, version: str, metrics: dict[str, float], primary_metric: str,
+                    direction: str = "higher") -> None:
+        """latestscore.txt holds the gate's number; scores.json every metric and the gate's
+        direction (`higher` or `lower` is better: F1 up, RMSE down)."""
         if primary_metric not in metrics:
             raise ModelStoreError(f"primary metric {primary_metric!r} not among {sorted(metrics)}")
         folder = self.version_dir(version)
         _atomic_write_text(folder / "scores.json", json.dumps(
-            {"primary_metric": primary_metric, "metrics": metrics,
+            {"primary_metric": primary_metric, "direction": direction, "metrics": metrics,
              "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
         _atomic_write_text(folder / "latestscore.txt", f"{metrics[primary_metric]}\n")
 
     def read_score(self, version: str) -> float | None:
         path = self.version_dir(version) / "latestscore.txt"
         return float(path.read_text().strip()) if path.is_file() else None
+
+    def read_direction(self, version: str) -> str:
+        """`higher` (default, older versions) or `lower`: which way the primary metric improves."""
+        scores = self.read_scores(version) if self.has_version(version) else None
+        return str((scores or {}).get("direction") or "higher")
 
     def read_scores(self, version: str) -> dict[str, Any] | None:
         path = self.version_dir(version) / "scores.json"

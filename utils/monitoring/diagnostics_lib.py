@@ -197,31 +197,60 @@ def load_pyfunc(model_dir: Path) -> Any:
     return mlflow.pyfunc.load_model(str(model_dir))
 
 
+def _model_schema(model_dir: Path, task: Any) -> Any:
+    """The schema the model was trained with (its version's metadata.json), else the task's."""
+    import json
+
+    from utils.data.table_schema import model_schema
+
+    meta_file = Path(model_dir).parent / "metadata.json"
+    metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    schema = model_schema(metadata, task)
+    if schema is None:
+        raise ValueError(f"no table schema for {model_dir}: retrain it (model_training) after data_ingestion")
+    return schema
+
+
 def tabular_predictions(model_dir: Path, test_path: Path, task: Any) -> dict[str, Any]:
-    """Production model predictions (label, probability of the positive class) on the test CSV."""
+    """Production model predictions on the test CSV: label, and for classifiers the
+    probability of the predicted label (what the API answers as "probability")."""
     import mlflow
 
-    from utils.data.tabular_data import read_tabular_csv
+    from utils.data.table_schema import feature_frame, label_values
+    from utils.data.tabular_data import read_table
 
-    test = read_tabular_csv(test_path, task)
-    features = test[list(task.features)].astype(float)
+    schema = _model_schema(model_dir, task)
+    test = read_table(Path(test_path), schema).frame
+    features = feature_frame(test, schema)
     try:
         model = mlflow.sklearn.load_model(str(model_dir))
         predicted = model.predict(features)
-        proba = model.predict_proba(features)[:, -1] if hasattr(model, "predict_proba") else None
+        proba = (model.predict_proba(features).max(axis=1)
+                 if schema.is_classification and hasattr(model, "predict_proba") else None)
     except Exception:  # not an sklearn flavor: the generic pyfunc still predicts labels
         predicted = load_pyfunc(model_dir).predict(features)
         proba = None
+    truth = label_values(test, schema)
+    ids = test[schema.id_column] if schema.id_column else None
     rows = []
-    for i, (_, row) in enumerate(test.iterrows()):
-        rows.append({"id": str(row[task.id_column]), "label": int(row[task.label_column]),
-                     "predicted": int(predicted[i]),
+    for i in range(len(test)):
+        rows.append({"id": str(ids.iloc[i]) if ids is not None else str(i),
+                     "label": _plain_value(truth[i]), "predicted": _plain_value(predicted[i]),
                      "probability": _number(proba[i]) if proba is not None else None})
-    counts = Counter(r["predicted"] for r in rows)
-    return {"test_path": str(test_path), "n_examples": len(rows),
-            "predicted_counts": {str(k): counts[k] for k in sorted(counts)},
-            "accuracy": sum(r["label"] == r["predicted"] for r in rows) / len(rows) if rows else None,
-            "rows": rows}
+    out: dict[str, Any] = {"test_path": str(test_path), "n_examples": len(rows), "problem": schema.problem,
+                           "rows": rows}
+    if schema.is_classification:
+        counts = Counter(r["predicted"] for r in rows)
+        out["predicted_counts"] = {str(k): counts[k] for k in sorted(counts, key=str)}
+        out["accuracy"] = sum(r["label"] == r["predicted"] for r in rows) / len(rows) if rows else None
+    else:
+        out["mae"] = float(sum(abs(r["label"] - r["predicted"]) for r in rows) / len(rows)) if rows else None
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    return float(value) if isinstance(value, float) else value
 
 
 def nlu_predictions(model_dir: Path, test_path: Path, batch_size: int = 256) -> dict[str, Any]:
@@ -267,14 +296,17 @@ def latency_stats(call: Callable[[int], Any], n_calls: int, warmup: int = 3) -> 
             "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()), "max_ms": float(arr.max())}
 
 
-def single_prediction_call(model: Any, task: Any, test_path: Path) -> Callable[[int], Any]:
+def single_prediction_call(model: Any, task: Any, test_path: Path,
+                           model_dir: Path | None = None) -> Callable[[int], Any]:
     """A function predicting ONE example (the i-th test example, cycling) with the pyfunc."""
     import pandas as pd
 
     if task.name == "tabular":
-        from utils.data.tabular_data import read_tabular_csv
+        from utils.data.table_schema import feature_frame, schema_from_task
+        from utils.data.tabular_data import read_table
 
-        features = read_tabular_csv(test_path, task)[list(task.features)].astype(float)
+        schema = _model_schema(Path(model_dir), task) if model_dir else schema_from_task(task)
+        features = feature_frame(read_table(Path(test_path), schema).frame, schema)
         singles = [features.iloc[[i]] for i in range(len(features))]
     else:
         from utils.data.nlu_data import read_nlu_path

@@ -6,7 +6,8 @@ the cron tick, the API and the reporting step can all use them:
 * numeric feature: two-sample Kolmogorov-Smirnov test, and the population stability index
   (PSI, reference-quantile bins);
 * categorical feature (and the tabular label): chi-square test of the 2 x k table of counts,
-  and PSI over the categories;
+  PSI over the categories, and the unseen-category rate (new values the model never saw:
+  a signal past `unseen_max`);
 * NLU: intent and slot-type distributions (chi-square), utterance length in tokens (KS) and
   the out-of-vocabulary rate of the new tokens against the reference vocabulary.
 
@@ -45,6 +46,7 @@ class DriftSettings:
     psi_threshold: float = 0.25
     psi_min_rows: int = 200
     oov_margin: float = 0.05
+    unseen_max: float = 0.05      # share of new categorical values unseen in training
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class DriftReport:
     tests: list[TestResult] = field(default_factory=list)
     psi: dict[str, float] = field(default_factory=dict)
     oov: dict[str, float] | None = None
+    unseen: dict[str, float] = field(default_factory=dict)   # categorical column -> unseen-value rate
     signals: list[str] = field(default_factory=list)    # what drifted, e.g. "ks:lastmonth_activity"
     # per feature, what the report draws: shared-bin histograms (numeric) or category counts
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -227,13 +230,24 @@ def _finish(report: DriftReport, settings: DriftSettings) -> DriftReport:
                            if value > settings.psi_threshold]
     if report.oov and report.oov["excess"] > settings.oov_margin:
         report.signals.append("oov")
+    report.signals += [f"unseen:{name}" for name, rate in report.unseen.items() if rate > settings.unseen_max]
     return report
+
+
+def unseen_rate(new: Iterable[Any], known: Iterable[Any]) -> float:
+    """Share of the new (non-missing) values that are not among the known categories."""
+    known_text = {str(v) for v in known}
+    values = [str(v) for v in new if v is not None and v == v]
+    return sum(v not in known_text for v in values) / len(values) if values else 0.0
 
 
 # ---- tabular -------------------------------------------------------------------------------
 def tabular_drift(reference: Any, new: Any, numeric: Sequence[str], categorical: Sequence[str] = (),
-                  settings: DriftSettings = DriftSettings()) -> DriftReport:
-    """KS + PSI per numeric column, chi-square + PSI per categorical column (e.g. the label).
+                  settings: DriftSettings = DriftSettings(),
+                  known_categories: dict[str, Sequence[Any]] | None = None) -> DriftReport:
+    """KS + PSI per numeric column, chi-square + PSI per categorical column (e.g. the label),
+    and the unseen-category rate per categorical column (against ``known_categories``, the
+    categories the model was trained on; default: the reference's own values).
 
     ``reference`` and ``new`` are pandas DataFrames (or mappings of column -> values); the
     new side may lack the label (unlabelled inputs from the prediction log).
@@ -249,9 +263,13 @@ def tabular_drift(reference: Any, new: Any, numeric: Sequence[str], categorical:
             report.distributions[column] = numeric_histogram(reference[column], new[column])
     for column in categorical:
         if column in reference and column in new:
-            report.tests.append(chi2_test(column, reference[column], new[column]))
-            report.psi[column] = psi_categorical(reference[column], new[column])
-            report.distributions[column] = category_counts(reference[column], new[column])
+            ref_values = [v for v in reference[column] if v is not None and v == v]
+            new_values = [v for v in new[column] if v is not None and v == v]
+            report.tests.append(chi2_test(column, ref_values, new_values))
+            report.psi[column] = psi_categorical(ref_values, new_values)
+            known = (known_categories or {}).get(column)
+            report.unseen[column] = unseen_rate(new_values, known if known is not None else ref_values)
+            report.distributions[column] = category_counts(ref_values, new_values)
     return _finish(report, settings)
 
 
@@ -331,13 +349,21 @@ def nlu_drift(reference_texts: Sequence[str], new_texts: Sequence[str],
 
 # ---- performance ---------------------------------------------------------------------------
 def performance_drift(new_score: float, recorded_score: float, relative_tolerance: float = 0.0,
-                      rule: str = "lower") -> tuple[bool, str]:
+                      rule: str = "lower", direction: str = "higher") -> tuple[bool, str]:
     """The original project's rule: drift when the production model scores lower on the new
-    data than its recorded score; `relative_tolerance` forgives a relative drop that small."""
+    data than its recorded score; `relative_tolerance` forgives a relative drop that small.
+    For a metric where lower is better (``direction="lower"``: RMSE) "scores lower" means a
+    higher number: drift when the new error exceeds the recorded one x (1 + tolerance)."""
     if rule != "lower":
         raise ValueError(f"drift.performance.rule={rule!r}: only 'lower' is defined")
     if math.isnan(new_score):
         return False, "no score on the new data"
+    if direction == "lower":
+        limit = recorded_score * (1.0 + relative_tolerance)
+        tol = f" x (1 + {relative_tolerance})" if relative_tolerance else ""
+        if new_score > limit:
+            return True, f"new error {new_score:.4f} > recorded {recorded_score:.4f}{tol} (lower is better)"
+        return False, f"new error {new_score:.4f} <= recorded {recorded_score:.4f}{tol} (lower is better)"
     threshold = recorded_score * (1.0 - relative_tolerance)
     if new_score < threshold:
         return True, (f"new score {new_score:.4f} < recorded {recorded_score:.4f}"

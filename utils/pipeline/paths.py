@@ -93,6 +93,11 @@ class StatePaths:
         return self.ingested_dir / "ingestedfiles.csv"
 
     @property
+    def schema_file(self) -> Path:
+        """The frozen table schema (tabular): inferred by the first ingestion, then the contract."""
+        return self.ingested_dir / "schema.yaml"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.ingested_dir / "quarantine"
 

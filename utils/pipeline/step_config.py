@@ -30,12 +30,14 @@ class TaskConfig:
 
     name: str = "tabular"
     model_name: str = "attrition_model"
-    primary_metric: str = "f1"
-    metric_direction: str = "higher"   # higher | lower: which way the primary metric is better
+    primary_metric: str = "auto"       # auto: follows the problem (f1, f1_macro, rmse)
+    metric_direction: str = "higher"   # higher | lower: which way the primary metric is better (forecast: lower)
     # tabular
-    id_column: str | None = None
+    problem: str = "auto"              # auto | classification | binary | multiclass | regression
+    id_column: str | None = None       # a column, "auto" (detect) or None (no id column)
     label_column: str | None = None
     label_values: list[Any] = field(default_factory=list)
+    positive_label: Any = None
     features: dict[str, Any] = field(default_factory=dict)
     # nlu
     encoder: str | None = None

@@ -56,10 +56,24 @@ class DriftOutcome:
 
 
 # ---- data -----------------------------------------------------------------------------------
-def _read_tabular(path: Path, task: DictConfig) -> Any:
-    import pandas as pd
+def _read_tabular(path: Path, schema: Any) -> Any:
+    from utils.data.tabular_data import read_ingested
 
-    return pd.read_csv(path, dtype={task.id_column: str})
+    return read_ingested(path, schema)
+
+
+def _schemas(paths: StatePaths, store: ModelStore, task: DictConfig) -> tuple[Any, Any]:
+    """(the ingested data's frozen schema, the production model's schema with its training categories)."""
+    from utils.data.table_schema import model_schema, state_schema
+
+    ingested = state_schema(paths.schema_file, task)
+    production = store.production_version()
+    trained = None
+    if production and parse_version_id(production)[0] == task.model_name:
+        trained = model_schema(store.read_metadata(production))
+    if ingested is None and trained is None:
+        raise ValueError(f"no table schema ({paths.schema_file}): run data_ingestion first")
+    return ingested or trained, trained or ingested
 
 
 def new_tabular_rows(reference: Any, current: Any) -> Any:
@@ -84,16 +98,13 @@ def new_nlu_examples(reference: list[Any], current: list[Any]) -> list[Any]:
 
 
 # ---- performance ----------------------------------------------------------------------------
-def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, float]:
+def _tabular_score(model_dir: Path, rows: Any, schema: Any) -> dict[str, float]:
     import mlflow.sklearn
 
-    from utils.models.scoring_lib import classification_report
+    from utils.models.scoring_lib import tabular_report
 
     model = mlflow.sklearn.load_model(str(model_dir))
-    features = rows[list(task.features)].astype(float)
-    y_true = rows[task.label_column].astype(int).to_numpy()
-    y_score = model.predict_proba(features)[:, 1] if hasattr(model, "predict_proba") else None
-    return classification_report(y_true, model.predict(features), y_score, list(task.label_values))["metrics"]
+    return tabular_report(model, rows, schema)["metrics"]
 
 
 def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[str, float]:
@@ -108,12 +119,15 @@ def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[st
     return {k: float(report[k]) for k in NLU_SCALAR_METRICS}
 
 
-def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str, Any]:
+def check_performance(cfg: DictConfig, store: ModelStore, new: Any, schema: Any = None) -> dict[str, Any]:
     """The production model on the new labelled rows against its recorded score."""
     perf_cfg = cfg.drift.performance
     task = cfg.task
     production = store.production_version()
-    out: dict[str, Any] = {"production": production, "metric": task.primary_metric, "drift": None,
+    scores = (store.read_scores(production) or {}) if production and store.has_version(production) else {}
+    metric = scores.get("primary_metric") or task.primary_metric
+    direction = scores.get("direction") or "higher"
+    out: dict[str, Any] = {"production": production, "metric": metric, "direction": direction, "drift": None,
                            "n_examples": len(new), "rule": perf_cfg.rule,
                            "relative_tolerance": float(perf_cfg.relative_tolerance)}
     if production is None:
@@ -131,11 +145,12 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str,
         return out
     model_dir = store.model_dir(production)
     if task.name == "tabular":
-        metrics = _tabular_score(model_dir, new, task)
+        metrics = _tabular_score(model_dir, new, schema)
     else:
         metrics = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)))
-    score = metrics.get(task.primary_metric, math.nan)
-    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), perf_cfg.rule)
+    score = metrics.get(metric, math.nan)
+    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), perf_cfg.rule,
+                                      direction)
     out.update({"new_score": score, "recorded_score": recorded, "metrics": metrics,
                 "drift": drift, "reason": reason})
     return out
@@ -165,13 +180,24 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
     task = cfg.task
     store = ModelStore(paths.models_dir)
     started = time.time()
+    schema = trained = None
+    numeric: list[str] = []
+    categorical: list[str] = []
+    known: dict[str, Any] = {}
     if task.name == "tabular":
         import pandas as pd
 
-        current = _read_tabular(dataset_path, task)
-        reference = _read_tabular(reference_path, task) if reference_path else pd.DataFrame(columns=current.columns)
+        schema, trained = _schemas(paths, store, task)
+        current = _read_tabular(dataset_path, schema)
+        reference = _read_tabular(reference_path, schema) if reference_path else pd.DataFrame(columns=current.columns)
         new = new_tabular_rows(reference, current)
-        distribution = tabular_drift(reference, new, list(task.features), [task.label_column], settings)
+        numeric = schema.features_of("numeric", "integer")
+        categorical = schema.features_of("categorical", "boolean")
+        known = {c: trained.column(c).categories for c in categorical
+                 if c in trained.names and trained.column(c).categories}
+        label = [schema.label] if schema.is_classification else []
+        distribution = tabular_drift(reference, new, numeric + ([] if label else [schema.label]),
+                                     categorical + label, settings, known)
     else:
         from utils.data.nlu_data import read_jsonl
 
@@ -184,12 +210,12 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
     n_ref, n_new = len(reference), len(new)
     log.info("drift check: %d new rows against %d reference rows", n_new, n_ref)
 
-    performance = check_performance(cfg, store, new)
+    performance = check_performance(cfg, store, new, trained)
     unlabelled = None
     if cfg.drift.prediction_log and n_ref:
         inputs = logged_inputs(paths, log_since, task)
         if len(inputs):
-            unlabelled = (tabular_drift(reference, inputs, list(task.features), (), settings)
+            unlabelled = (tabular_drift(reference, inputs, numeric, categorical, settings, known)
                           if task.name == "tabular" else
                           nlu_drift([e.text for e in reference], list(inputs), settings=settings)).to_dict()
 

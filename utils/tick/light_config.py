@@ -91,7 +91,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any]]:
 
 
 def _compose(overrides: Sequence[str]) -> DictConfig:
-    from utils.pipeline.config import register_resolvers
+    from utils.pipeline.config import register_resolvers, resolve_task
 
     register_resolvers()
     parsed = parse_overrides(overrides)
@@ -132,6 +132,7 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
     OmegaConf.set_struct(cfg, True)
     for kind, key, value in config_overrides:
         _apply(cfg, kind, key, value)
+    resolve_task(cfg)
     return cfg
 
 
