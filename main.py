@@ -45,6 +45,9 @@ log = logging.getLogger("pipeline")
 register_resolvers()
 
 
+TASK_KINDS = ("tabular", "nlu", "forecast")   # utils/conf/task/<kind>.yaml
+
+
 class PipelineError(RuntimeError):
     """A problem the user can fix; the message says what and where."""
 
@@ -194,8 +197,8 @@ def find_reusable(experiment_id: str, step: Step, cache_key: str, store: ModelSt
 
 def check_inputs(cfg: DictConfig, names: list[str]) -> None:
     """Fail before anything runs when a folder or file the chosen steps need is missing."""
-    if cfg.task.name not in ("tabular", "nlu"):
-        raise PipelineError(f"task.name={cfg.task.name!r} is not a task kind: expected tabular or nlu "
+    if cfg.task.name not in TASK_KINDS:
+        raise PipelineError(f"task.name={cfg.task.name!r} is not a task kind: expected {', '.join(TASK_KINDS)} "
                             "(name your model with task.model_name)")
     if "data_ingestion" in names and not resolve_path(cfg.data.source_dir).is_dir():
         raise PipelineError(f"data.source_dir {resolve_path(cfg.data.source_dir)} does not exist: "
