@@ -145,13 +145,13 @@ class SourceChanges:
         return bool(self.new_content or self.known_content)
 
 
-def source_changes(source_dir: Path, record_path: Path) -> SourceChanges:
+def source_changes(source_dir: Path, record_path: Path, follow_symlinks: bool = False) -> SourceChanges:
     """Size + mtime against the ingest record; only the changed files are hashed."""
     if not source_dir.is_dir():
         raise TickFailed(f"data.source_dir {source_dir} does not exist or is not a folder: "
                          "set data.source_dir=<folder with the raw files>")
     record = IngestRecord.load(record_path)
-    entries = scan_source_dir(source_dir)
+    entries = scan_source_dir(source_dir, follow_symlinks)   # FIFOs, devices, links: not entries
     new, known = [], []
     for entry in record.changed_entries(entries):
         try:
@@ -300,7 +300,8 @@ def production_of(paths: StatePaths, model_name: str) -> str | None:
 def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: TickState, tick: Tick) -> int:
     task = cfg.task
     dataset = dataset_file(paths, task.name)
-    changes = source_changes(resolve_path(cfg.data.source_dir), paths.ingest_record)
+    changes = source_changes(resolve_path(cfg.data.source_dir), paths.ingest_record,
+                             bool(cfg.data.get("follow_symlinks", False)))
     tick.new_files = [e.path.name for e in changes.new_content]
     tick.known_files = len(changes.known_content)
     if state.reference is None and dataset.is_file() and not changes.any and not state.pending:

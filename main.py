@@ -55,7 +55,8 @@ class Step:
 def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
     """Cheap identity of the raw data: names, sizes and mtimes (no hashing)."""
     source = resolve_path(cfg.data.source_dir)
-    return [(e.path.name, e.size, e.mtime_ns) for e in scan_source_dir(source)]
+    follow = bool(OmegaConf.select(cfg, "data.follow_symlinks", default=False))
+    return [(e.path.name, e.size, e.mtime_ns) for e in scan_source_dir(source, follow)]
 
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
@@ -70,7 +71,8 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
-    Step("data_ingestion", ("task", "data.source_dir"), fingerprint=source_fingerprint),
+    Step("data_ingestion", ("task", "data.source_dir", "data.follow_symlinks", "data.read_timeout_s"),
+         fingerprint=source_fingerprint),
     Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
          fingerprint=test_data_fingerprint),
