@@ -74,6 +74,8 @@ def go(config: DeploymentConfig) -> int:
 
     paths = StatePaths.of(config.state_dir)
     store = ModelStore(paths.models_dir)
+    for event in store.recover_locked():   # a killed earlier deploy/rollback, a lost link
+        log.warning("model store recovered: %s", event)
     task = config.task
     candidate = config.model_version or store.latest_version(task.model_name)
     if candidate is None or not store.has_version(candidate):
