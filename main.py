@@ -46,6 +46,7 @@ class Step:
     sections: tuple[str, ...]            # config keys handed to the step (dotted: "data.test_path")
     takes_model_version: bool = False    # receives the version produced by model_training
     fingerprint: Callable[[DictConfig, StatePaths], Any] | None = None  # None: never reused
+    schema: str = ""                     # "<module file in the step folder>:<dataclass>" of its config
 
     @property
     def folder(self) -> Path:
@@ -72,13 +73,15 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
     Step("data_ingestion", ("task", "data.source_dir", "data.follow_symlinks", "data.read_timeout_s"),
-         fingerprint=source_fingerprint),
-    Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint),
+         fingerprint=source_fingerprint, schema="ingest_config.py:IngestionConfig"),
+    Step("model_training", ("task", "training"), fingerprint=dataset_fingerprint,
+         schema="train_config.py:TrainingConfig"),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
-         fingerprint=test_data_fingerprint),
-    Step("model_deployment", ("task", "deployment"), takes_model_version=True),
-    Step("diagnostics", ("task", "data.test_path", "diagnostics")),
-    Step("reporting", ("task", "reporting")),
+         fingerprint=test_data_fingerprint, schema="score_config.py:ScoringConfig"),
+    Step("model_deployment", ("task", "deployment"), takes_model_version=True,
+         schema="deployment_config.py:DeploymentConfig"),
+    Step("diagnostics", ("task", "data.test_path", "diagnostics"), schema="diagnostics_config.py:DiagnosticsConfig"),
+    Step("reporting", ("task", "reporting"), schema="reporting_config.py:ReportingConfig"),
 )
 STEP_NAMES = [s.name for s in STEPS]
 
@@ -114,6 +117,43 @@ def step_config(step: Step, cfg: DictConfig, paths: StatePaths, model_version: s
     if step.takes_model_version:
         out["model_version"] = model_version
     return out
+
+
+class ConfigError(PipelineError):
+    """A config value a step would reject: reported before any step runs (exit 2)."""
+
+
+def step_schema(step: Step) -> type:
+    """The dataclass a step loads its config into, from the step folder's small config module
+    (dataclasses only: no step code, no heavy imports)."""
+    import importlib.util
+
+    file, _, name = step.schema.partition(":")
+    module_name = Path(file).stem
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, step.folder / file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def validate_step_configs(steps: list[Step], cfg: DictConfig, paths: StatePaths) -> None:
+    """Build and type-check every chosen step's config before the first step runs."""
+    from utils.pipeline.step_config import ConfigValueError, build_config
+
+    for step in steps:
+        if not step.schema:
+            continue
+        try:
+            section = step_config(step, cfg, paths, None)
+            build_config(step_schema(step), section)
+        except ConfigValueError as exc:
+            raise ConfigError(f"{exc} (step {step.name}; fix it in config.yaml or on the command "
+                              "line)") from None
+        except Exception as exc:   # e.g. a missing mandatory value (???) in the composed config
+            raise ConfigError(f"config of step {step.name}: {str(exc).splitlines()[0]}") from None
 
 
 def code_version(step: Step) -> str:
@@ -204,6 +244,7 @@ def run_chain(cfg: DictConfig) -> int:
     names = [s.name for s in steps]
     check_inputs(cfg, names)
     paths = StatePaths.of(cfg.paths.state_dir)
+    validate_step_configs(steps, cfg, paths)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     uri, experiment_id = tracking_setup(cfg, paths)
     os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
@@ -266,6 +307,9 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
 def go(cfg: DictConfig) -> None:
     try:
         sys.exit(run_chain(cfg))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     except PipelineError as exc:
         log.error("%s", exc)
         sys.exit(1)

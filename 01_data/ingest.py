@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -20,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
-from utils.data.hashing import DEFAULT_READ_TIMEOUT_S, open_regular, regular_files
+from utils.data.hashing import open_regular, regular_files
 from utils.data.ingest_record import (
     IngestRecord,
     RecordRow,
@@ -34,21 +33,9 @@ from utils.pipeline.step_runner import run_step
 from utils.data.tabular_data import TabularDataError, read_tabular_csv
 from utils.pipeline.tracking import log_json_artifact
 
+from ingest_config import DataSection, IngestionConfig  # 01_data/  # noqa: E402,F401
+
 log = logging.getLogger("data_ingestion")
-
-
-@dataclass
-class DataSection:
-    source_dir: str = "???"
-    follow_symlinks: bool = False     # read links in source_dir (only links to regular files)
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S  # a file not read within this is retried next run
-
-
-@dataclass
-class IngestionConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataSection = field(default_factory=DataSection)
 
 
 class BadFile(ValueError):

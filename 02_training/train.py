@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,38 +29,20 @@ from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import flatten
 
+from train_config import TabularParams, TrainingConfig, training_params  # 02_training/  # noqa: E402,F401
+
 log = logging.getLogger("model_training")
-
-
-@dataclass
-class TrainingConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    # the task's hyperparameters (utils/conf/task/<task>.yaml `training:`), typed per task below
-    training: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TabularParams:
-    C: float = 1.0
-    max_iter: int = 1000
-    solver: str = "lbfgs"
-    class_weight: str | None = None
-    seed: int = 42
-    validation_fraction: float = 0.2
 
 
 def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
     """Fit the Pipeline, log and register it; return (model info, validation metrics)."""
-    from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     task = config.task
-    params: TabularParams = OmegaConf.to_object(OmegaConf.merge(
-        OmegaConf.structured(TabularParams), config.training))  # type: ignore[assignment]
+    params: TabularParams = training_params("tabular", config.training)[0]
     frame = pd.read_csv(data_path, dtype={task.id_column: str})
     features = frame[task.feature_columns].astype(float)
     labels = frame[task.label_column].astype(int)
@@ -111,15 +92,12 @@ def split_nlu(examples: list, dev_fraction: float, seed: int) -> tuple[list, lis
 def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
     """Fine-tune the joint intent + slot model (nlu_model.py), log and register it as a pyfunc."""
     from nlu_logging import log_nlu_model, mlflow_epoch_logger  # 02_training/
-    from nlu_model import NluTrainConfig, train_nlu
-    from omegaconf import OmegaConf
+    from nlu_model import train_nlu
 
     from utils.data.nlu_data import read_jsonl
 
-    training = dict(config.training)
-    dev_fraction = float(training.pop("dev_fraction", 0.1))
-    params: NluTrainConfig = OmegaConf.to_object(OmegaConf.merge(
-        OmegaConf.structured(NluTrainConfig), training))  # type: ignore[assignment]
+    params, extra = training_params("nlu", config.training)
+    dev_fraction = float(extra["dev_fraction"])
     params.encoder = config.task.encoder or params.encoder
     train, dev = split_nlu(read_jsonl(data_path), dev_fraction, params.seed)
     log.info("NLU training on %d examples, dev %d, encoder %s", len(train), len(dev), params.encoder)

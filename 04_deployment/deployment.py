@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
@@ -25,22 +24,9 @@ from utils.pipeline.paths import StatePaths
 from utils.models.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
 from utils.pipeline.step_config import TaskConfig, configure_logging
 from utils.pipeline.step_runner import run_step
+from deployment_config import DeploymentConfig, DeploymentSection  # 04_deployment/  # noqa: E402,F401
 
 log = logging.getLogger("model_deployment")
-
-@dataclass
-class DeploymentSection:
-    tolerance: float = 0.0
-    force: bool = False
-
-
-@dataclass
-class DeploymentConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    deployment: DeploymentSection = field(default_factory=DeploymentSection)
-    model_version: str | None = None   # candidate; None = newest of task.model_name
-
 
 def champion_version(store: ModelStore, model_name: str) -> str | None:
     """The deployed version of this model: production if it is one of ours, else the alias."""

@@ -23,7 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.data.hashing import open_regular
+try:
+    from utils.data.hashing import open_regular
+except ImportError:  # inside a logged MLflow model, code_paths holds this file alone (no data reads there)
+    def open_regular(path: "str | Path", follow_symlinks: bool = True) -> int:  # type: ignore[misc]
+        return os.open(path, os.O_RDONLY)
 
 BIO_FILES: tuple[str, str, str] = ("seq.in", "seq.out", "label")
 # Canonical split name -> folder names accepted for it, in order of preference.

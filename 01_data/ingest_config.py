@@ -1,0 +1,25 @@
+"""The config of step `data_ingestion`, declared once (main.py validates it before any step runs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from utils.data.hashing import DEFAULT_READ_TIMEOUT_S
+from utils.pipeline.step_config import TaskConfig, require
+
+
+@dataclass
+class DataSection:
+    source_dir: str = "???"
+    follow_symlinks: bool = False     # read links in source_dir (only links to regular files)
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S  # a file not read within this is retried next run
+
+    def __post_init__(self) -> None:
+        require(self.read_timeout_s > 0, "data.read_timeout_s", "a positive number of seconds",
+                self.read_timeout_s)
+
+
+@dataclass
+class IngestionConfig:
+    state_dir: str = "???"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataSection = field(default_factory=DataSection)
