@@ -482,6 +482,9 @@ def run_tick(cfg: Any, overrides: Sequence[str], started: float | None = None) -
     started = time.monotonic() if started is None else started
     tick = Tick()
     paths = StatePaths.of(cfg.paths.state_dir)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir)
     handlers = setup_logging(paths, cfg)
     try:
         return _run_tick(cfg, overrides, paths, tick, handlers[0], started)
@@ -520,8 +523,14 @@ def _run_tick(cfg: Any, overrides: Sequence[str], paths: StatePaths, tick: Tick,
         tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
         log.error("tick terminated by %s", exc)
     except Exception as exc:  # anything unexpected still gets a summary, a notification, the lock released
-        tick.status, tick.error, tick.exit_code = "failed", f"{type(exc).__name__}: {exc}", 1
-        log.exception("tick failed")
+        from utils.pipeline.failures import describe
+
+        operational = describe(exc)   # disk full, read-only, corrupt DB: one line, no traceback
+        tick.status, tick.error, tick.exit_code = "failed", operational or f"{type(exc).__name__}: {exc}", 1
+        if operational:
+            log.error("tick failed: %s", operational)
+        else:
+            log.exception("tick failed")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -535,8 +544,10 @@ def _run_tick(cfg: Any, overrides: Sequence[str], paths: StatePaths, tick: Tick,
                     state.save(paths)
         except Exception:  # noqa: BLE001  - reporting must not hide the tick's own outcome
             log.exception("could not finish the tick's bookkeeping")
-        finish(tick, paths, started)
-        lock.release()
+        try:
+            finish(tick, paths, started)
+        finally:
+            lock.release()   # even when the summary cannot be written (disk full)
     return tick.exit_code
 
 
@@ -620,4 +631,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.pipeline.failures import run_entry
+
+    sys.exit(run_entry(main))   # read-only state dir, full disk...: one line, exit 1

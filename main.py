@@ -156,6 +156,14 @@ def validate_step_configs(steps: list[Step], cfg: DictConfig, paths: StatePaths)
             raise ConfigError(f"config of step {step.name}: {str(exc).splitlines()[0]}") from None
 
 
+def note_failure_context(cfg: DictConfig, paths: StatePaths) -> None:
+    """Let an operational failure's one line name the state dir and the tracking URI."""
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir,
+                 tracking_uri=cfg.main.tracking_uri or f"sqlite:///{paths.mlflow_db}")
+
+
 def code_version(step: Step) -> str:
     """Hash of the step folder and utils/: a code change invalidates cached runs."""
     files = [p for p in step.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
@@ -245,6 +253,7 @@ def run_chain(cfg: DictConfig) -> int:
     check_inputs(cfg, names)
     paths = StatePaths.of(cfg.paths.state_dir)
     validate_step_configs(steps, cfg, paths)
+    note_failure_context(cfg, paths)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     uri, experiment_id = tracking_setup(cfg, paths)
     os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
@@ -305,8 +314,10 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def go(cfg: DictConfig) -> None:
+    from utils.pipeline.failures import run_entry
+
     try:
-        sys.exit(run_chain(cfg))
+        sys.exit(run_entry(lambda: run_chain(cfg)))   # operational failures: one line, exit 1
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(2)
@@ -316,4 +327,6 @@ def go(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    go()
+    from utils.pipeline.failures import run_hydra_entry
+
+    run_hydra_entry(go)   # disk full, read-only state dir, corrupt DB, server down: one line

@@ -115,6 +115,9 @@ def operator_cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     paths = StatePaths.of(args.state_dir)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir, tracking_uri=args.tracking_uri)
     store = ModelStore(paths.models_dir)
     if args.status:
         print(json.dumps({"production": store.production_version(),
@@ -138,4 +141,6 @@ if __name__ == "__main__":
     if "--config" in sys.argv:
         run_step(__doc__.splitlines()[0], DeploymentConfig, go)
     else:
-        sys.exit(operator_cli(sys.argv[1:]))
+        from utils.pipeline.failures import run_entry
+
+        sys.exit(run_entry(lambda: operator_cli(sys.argv[1:])))

@@ -86,6 +86,9 @@ def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[s
     cfg = load_config(overrides)
     settings = api_settings(cfg)
     paths = StatePaths.of(cfg.paths.state_dir)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir)
     api_paths = ApiPaths(paths)
     if write:
         api_paths.root.mkdir(parents=True, exist_ok=True)
@@ -138,4 +141,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from utils.pipeline.failures import run_entry
+
+    sys.exit(run_entry(lambda: main(sys.argv[1:])))   # read-only state dir, full disk: one line
