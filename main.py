@@ -29,6 +29,7 @@ from utils.data.hashing import sha256_file, sha256_json, sha256_path, sha256_tre
 from utils.data.ingest_record import scan_source_dir  # noqa: E402
 from utils.models.model_store import ModelStore  # noqa: E402
 from utils.pipeline.paths import REPO_ROOT, STEP_FOLDERS, StatePaths, resolve_path  # noqa: E402
+from utils.pipeline.stale_runs import owner_tags  # noqa: E402
 from utils.pipeline.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -164,6 +165,33 @@ def note_failure_context(cfg: DictConfig, paths: StatePaths) -> None:
                  tracking_uri=cfg.main.tracking_uri or f"sqlite:///{paths.mlflow_db}")
 
 
+def clean_up_after_killed_runs(experiment_id: str, store: ModelStore, model_name: str) -> None:
+    """What a killed chain or tick left: RUNNING runs ended as KILLED, a pending deploy intent
+    finished or aborted, staging debris removed, scoreless versions marked abandoned."""
+    import mlflow
+
+    from utils.pipeline.stale_runs import end_stale_runs
+
+    client = mlflow.MlflowClient()
+    end_stale_runs(client, [experiment_id])
+    if store.root.is_dir():
+        for event in store.recover_locked():
+            log.warning("model store recovered: %s", event)
+    for version in store.list_versions(model_name):
+        if store.read_score(version) is not None or store.is_abandoned(version):
+            continue
+        try:
+            run_id = store.read_metadata(version).get("run_id")
+            run = client.get_run(run_id) if run_id else None
+        except Exception:   # noqa: BLE001 - its run is gone: treat as ended
+            run = None
+        parent_id = run.data.tags.get("mlflow.parentRunId") if run else None
+        owner = client.get_run(parent_id) if parent_id else run
+        if owner is None or owner.info.status != "RUNNING":
+            store.mark_abandoned(version, "no score: the chain that trained it ended before scoring")
+            log.warning("marked %s abandoned (trained, never scored: its chain was killed)", version)
+
+
 def code_version(step: Step) -> str:
     """Hash of the step folder and utils/: a code change invalidates cached runs."""
     files = [p for p in step.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
@@ -235,7 +263,13 @@ def launch(step: Step, config_file: Path, cfg: DictConfig, experiment_id: str, c
         submitted = mlflow.run(str(step.folder), "main", parameters={"config": str(config_file)},
                                env_manager=cfg.main.env_manager, experiment_id=experiment_id,
                                run_name=step.name, synchronous=True)
-    except ExecutionException as exc:
+    except Exception as exc:
+        from utils.pipeline.stale_runs import end_running_children
+
+        # a step that never started (e.g. env_manager=conda without conda) leaves its run RUNNING
+        end_running_children(mlflow.MlflowClient(), experiment_id, mlflow.active_run().info.run_id)
+        if not isinstance(exc, ExecutionException):
+            raise
         mlflow.set_tag("pipeline.failed_step", step.name)
         raise PipelineError(f"step {step.name} failed ({exc}); its log is above, its run is in "
                             "MLflow. The deployed model is unchanged.") from exc
@@ -263,13 +297,14 @@ def run_chain(cfg: DictConfig) -> int:
     store = ModelStore(paths.models_dir)
     log.info("pipeline: task=%s steps=%s state_dir=%s tracking=%s", cfg.task.name, ",".join(names),
              paths.state_dir, uri)
+    clean_up_after_killed_runs(experiment_id, store, cfg.task.model_name)
 
     model_version: str | None = None
     reused: list[str] = []
     started = time.monotonic()
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline-{cfg.task.name}") as parent:
         mlflow.set_tags({"pipeline.kind": "parent", "pipeline.task": cfg.task.name,
-                         "pipeline.steps": ",".join(names)})
+                         "pipeline.steps": ",".join(names), **owner_tags()})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         for step in steps:
             t0 = time.monotonic()

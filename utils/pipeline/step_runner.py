@@ -39,7 +39,10 @@ def run_step(description: str, schema: type[T], go: Callable[[T], int]) -> None:
     def in_run() -> int:
         import mlflow
 
+        from utils.pipeline.stale_runs import owner_tags
+
         with mlflow.start_run():
+            mlflow.set_tags(owner_tags())
             code = go(config)
             if code:
                 mlflow.end_run(status="FAILED")

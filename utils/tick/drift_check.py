@@ -248,8 +248,11 @@ def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> 
         metrics[f"statistic.{test['test']}.{test['feature']}"] = float(test["statistic"])
     for feature, value in report["distribution"]["psi"].items():
         metrics[f"psi.{feature}"] = float(value)
+    from utils.pipeline.stale_runs import end_stale_runs, owner_tags
+
+    end_stale_runs(mlflow.MlflowClient(), [experiment_id])   # a killed tick's or chain's runs
     with mlflow.start_run(experiment_id=experiment_id, run_name="drift-check") as run:
-        mlflow.set_tags({"pipeline.kind": "drift_check", "pipeline.task": cfg.task.name,
+        mlflow.set_tags({**owner_tags(), "pipeline.kind": "drift_check", "pipeline.task": cfg.task.name,
                          "pipeline.tick": report["tick"],
                          "drift.performance": str(outcome.performance),
                          "drift.distribution": str(outcome.distribution)})
