@@ -29,11 +29,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.monitoring.drift import DriftSettings, nlu_drift, performance_drift, tabular_drift
+from utils.monitoring.drift import (
+    DriftSettings,
+    binary_metric,
+    bootstrap_upper_bound,
+    nlu_drift,
+    performance_drift,
+    tabular_drift,
+)
 from utils.models.model_store import ModelStore, parse_version_id
 from utils.pipeline.paths import REPO_ROOT, StatePaths
 
@@ -84,7 +94,10 @@ def new_nlu_examples(reference: list[Any], current: list[Any]) -> list[Any]:
 
 
 # ---- performance ----------------------------------------------------------------------------
-def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, float]:
+ScoreOf = Callable[[np.ndarray], float]   # score of a resample (indices into the new batch)
+
+
+def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> tuple[dict[str, float], ScoreOf]:
     import mlflow.sklearn
 
     from utils.models.scoring_lib import classification_report
@@ -92,11 +105,22 @@ def _tabular_score(model_dir: Path, rows: Any, task: DictConfig) -> dict[str, fl
     model = mlflow.sklearn.load_model(str(model_dir))
     features = rows[list(task.features)].astype(float)
     y_true = rows[task.label_column].astype(int).to_numpy()
+    y_pred = np.asarray(model.predict(features)).astype(int)
     y_score = model.predict_proba(features)[:, 1] if hasattr(model, "predict_proba") else None
-    return classification_report(y_true, model.predict(features), y_score, list(task.label_values))["metrics"]
+    labels = list(task.label_values)
+    fast = binary_metric(task.primary_metric)
+
+    def score_of(idx: np.ndarray) -> float:
+        if fast is not None:
+            return fast(y_true[idx], y_pred[idx])
+        sub = classification_report(y_true[idx], y_pred[idx], None if y_score is None else y_score[idx], labels)
+        return sub["metrics"].get(task.primary_metric, math.nan)
+
+    return classification_report(y_true, y_pred, y_score, labels)["metrics"], score_of
 
 
-def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[str, float]:
+def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int,
+               primary: str) -> tuple[dict[str, float], ScoreOf]:
     from utils.models.nlu_metrics import nlu_metrics
     from utils.models.scoring_lib import NLU_SCALAR_METRICS, nlu_predict_function
 
@@ -104,8 +128,20 @@ def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[st
     rows: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
         rows.extend(predict([e.text for e in examples[start:start + batch_size]]))
-    report = nlu_metrics(examples, [str(r["intent"]) for r in rows], [list(r["tags"]) for r in rows])
-    return {k: float(report[k]) for k in NLU_SCALAR_METRICS}
+    intents = [str(r["intent"]) for r in rows]
+    tags = [list(r["tags"]) for r in rows]
+    report = nlu_metrics(examples, intents, tags)
+    intent_ok = np.array([p == e.intent for p, e in zip(intents, examples)], dtype=float)
+    exact = intent_ok * np.array([list(t) == list(e.tags) for t, e in zip(tags, examples)], dtype=float)
+    per_example = {"intent_accuracy": intent_ok, "exact_match": exact}.get(primary)
+
+    def score_of(idx: np.ndarray) -> float:
+        if per_example is not None:
+            return float(per_example[idx].mean())
+        sub = nlu_metrics([examples[i] for i in idx], [intents[i] for i in idx], [tags[i] for i in idx])
+        return float(sub.get(primary, math.nan))
+
+    return {k: float(report[k]) for k in NLU_SCALAR_METRICS}, score_of
 
 
 def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str, Any]:
@@ -113,8 +149,11 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str,
     perf_cfg = cfg.drift.performance
     task = cfg.task
     production = store.production_version()
+    rule = str(perf_cfg.rule)
+    alpha = float(OmegaConf.select(cfg, "drift.performance.alpha", default=None) or cfg.drift.alpha)
+    n_boot = int(OmegaConf.select(cfg, "drift.performance.bootstrap", default=1000) or 1000)
     out: dict[str, Any] = {"production": production, "metric": task.primary_metric, "drift": None,
-                           "n_examples": len(new), "rule": perf_cfg.rule,
+                           "n_examples": len(new), "rule": rule, "alpha": alpha,
                            "relative_tolerance": float(perf_cfg.relative_tolerance)}
     if production is None:
         out["reason"] = "no production model"
@@ -131,12 +170,17 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any) -> dict[str,
         return out
     model_dir = store.model_dir(production)
     if task.name == "tabular":
-        metrics = _tabular_score(model_dir, new, task)
+        metrics, score_of = _tabular_score(model_dir, new, task)
     else:
-        metrics = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)))
+        metrics, score_of = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)),
+                                       task.primary_metric)
     score = metrics.get(task.primary_metric, math.nan)
-    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), perf_cfg.rule)
+    upper = (bootstrap_upper_bound(score_of, len(new), alpha, n_boot)
+             if rule == "significant" and not math.isnan(score) else None)
+    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), rule,
+                                      upper_bound=upper, alpha=alpha)
     out.update({"new_score": score, "recorded_score": recorded, "metrics": metrics,
+                "upper_bound": upper, "n_bootstrap": n_boot if upper is not None else 0,
                 "drift": drift, "reason": reason})
     return out
 
