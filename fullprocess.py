@@ -231,13 +231,13 @@ class SourceChanges:
         return bool(self.new_content or self.known_content)
 
 
-def source_changes(source_dir: Path, record_path: Path) -> SourceChanges:
+def source_changes(source_dir: Path, record_path: Path, follow_symlinks: bool = False) -> SourceChanges:
     """Size + mtime against the ingest record; only the changed files are hashed."""
     if not source_dir.is_dir():
         raise TickFailed(f"data.source_dir {source_dir} does not exist or is not a folder: "
                          "set data.source_dir=<folder with the raw files>")
     record = IngestRecord.load(record_path)
-    entries = scan_source_dir(source_dir)
+    entries = scan_source_dir(source_dir, follow_symlinks)   # FIFOs, devices, links: not entries
     new, known = [], []
     for entry in record.changed_entries(entries):
         try:
@@ -399,7 +399,8 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                      f"(last training {time.strftime('%Y-%m-%d %H:%M', time.localtime(baseline))})")
     monitor_due = bool(monitor_every and now - float(state.last_monitor or 0) >= monitor_every
                        and production_of(paths, task.model_name))
-    changes = source_changes(resolve_path(cfg.data.source_dir), paths.ingest_record)
+    changes = source_changes(resolve_path(cfg.data.source_dir), paths.ingest_record,
+                             bool(cfg.data.get("follow_symlinks", False)))
     tick.new_files = [e.path.name for e in changes.new_content]
     tick.known_files = len(changes.known_content)
     if state.reference is None and dataset.is_file() and not changes.any and not state.pending:
@@ -611,6 +612,9 @@ def _on_signal(signum: int, frame: Any) -> None:
 def run_tick(cfg: Any, overrides: Sequence[str], started: float | None = None, only: str | None = None) -> int:
     started = time.monotonic() if started is None else started
     shared = StatePaths.of(cfg.paths.state_dir)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=shared.state_dir)
     handlers = setup_logging(shared, cfg)
     try:
         return _run_tick(cfg, overrides, shared, handlers[0], started, only)
@@ -696,8 +700,14 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
         tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
         log.error("tick terminated by %s", exc)
     except Exception as exc:  # anything unexpected still gets a summary, a notification, the next model
-        tick.status, tick.error, tick.exit_code = "failed", f"{type(exc).__name__}: {exc}", 1
-        log.exception("%s: tick failed", name)
+        from utils.pipeline.failures import describe
+
+        operational = describe(exc)   # disk full, read-only, corrupt DB: one line, no traceback
+        tick.status, tick.error, tick.exit_code = "failed", operational or f"{type(exc).__name__}: {exc}", 1
+        if operational:
+            log.error("%s: tick failed: %s", name, operational)
+        else:
+            log.exception("%s: tick failed", name)
     finally:
         try:
             if tick.decision not in ("noop", "locked", "paused"):   # the heavy path ran: production may have moved
@@ -760,7 +770,7 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
         return 0
     state = TickState.load(paths)
     try:
-        changes = source_changes(source, paths.ingest_record)
+        changes = source_changes(source, paths.ingest_record, bool(cfg.data.get("follow_symlinks", False)))
         retrain_every, monitor_every = schedule_of(cfg)
     except TickFailed as exc:
         print(f"  a tick would FAIL: {exc}")
@@ -842,4 +852,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.pipeline.failures import run_entry
+
+    sys.exit(run_entry(main))   # read-only state dir, full disk...: one line, exit 1

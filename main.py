@@ -38,6 +38,7 @@ from utils.pipeline.paths import (  # noqa: E402
     resolve_path,
 )
 from utils.pipeline.quiet import silence_known_noise  # noqa: E402
+from utils.pipeline.stale_runs import owner_tags  # noqa: E402
 from utils.pipeline.step_config import write_step_config  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -58,6 +59,7 @@ class Step:
     sections: tuple[str, ...]            # config keys handed to the step (dotted: "data.test_path")
     takes_model_version: bool = False    # receives the version produced by model_training
     fingerprint: Callable[[DictConfig, StatePaths], Any] | None = None  # None: never reused
+    schema: str = ""                     # "<module file in the step folder>:<dataclass>" of its config
 
     @property
     def folder(self) -> Path:
@@ -67,7 +69,8 @@ class Step:
 def source_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
     """Cheap identity of the raw data: names, sizes and mtimes (no hashing)."""
     source = resolve_path(cfg.data.source_dir)
-    return [(e.path.name, e.size, e.mtime_ns) for e in scan_source_dir(source)]
+    follow = bool(OmegaConf.select(cfg, "data.follow_symlinks", default=False))
+    return [(e.path.name, e.size, e.mtime_ns) for e in scan_source_dir(source, follow)]
 
 
 def dataset_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
@@ -85,13 +88,16 @@ def test_data_fingerprint(cfg: DictConfig, paths: StatePaths) -> Any:
 
 # The chain, in order. `all` runs every step; main.steps picks a subset (order kept).
 STEPS: tuple[Step, ...] = (
-    Step("data_ingestion", ("task", "data.source_dir", "data.bad_rows"), fingerprint=source_fingerprint),
-    Step("model_training", ("task", "training", "logging"), fingerprint=dataset_fingerprint),
+    Step("data_ingestion", ("task", "data.source_dir", "data.bad_rows", "data.follow_symlinks", "data.read_timeout_s"),
+         fingerprint=source_fingerprint, schema="ingest_config.py:IngestionConfig"),
+    Step("model_training", ("task", "training", "logging"), fingerprint=dataset_fingerprint,
+         schema="train_config.py:TrainingConfig"),
     Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
-         fingerprint=test_data_fingerprint),
-    Step("model_deployment", ("task", "deployment"), takes_model_version=True),
-    Step("diagnostics", ("task", "data.test_path", "diagnostics")),
-    Step("reporting", ("task", "reporting")),
+         fingerprint=test_data_fingerprint, schema="score_config.py:ScoringConfig"),
+    Step("model_deployment", ("task", "deployment"), takes_model_version=True,
+         schema="deployment_config.py:DeploymentConfig"),
+    Step("diagnostics", ("task", "data.test_path", "diagnostics"), schema="diagnostics_config.py:DiagnosticsConfig"),
+    Step("reporting", ("task", "reporting"), schema="reporting_config.py:ReportingConfig"),
 )
 STEP_NAMES = [s.name for s in STEPS]
 NOT_IN_CACHE_KEY = ("logging",)   # how a step reports progress does not change what it makes
@@ -133,6 +139,78 @@ def step_config(step: Step, cfg: DictConfig, paths: StatePaths, model_version: s
     if step.takes_model_version:
         out["model_version"] = model_version
     return out
+
+
+class ConfigError(PipelineError):
+    """A config value a step would reject: reported before any step runs (exit 2)."""
+
+
+def step_schema(step: Step) -> type:
+    """The dataclass a step loads its config into, from the step folder's small config module
+    (dataclasses only: no step code, no heavy imports)."""
+    import importlib.util
+
+    file, _, name = step.schema.partition(":")
+    module_name = Path(file).stem
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, step.folder / file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def validate_step_configs(steps: list[Step], cfg: DictConfig, paths: StatePaths) -> None:
+    """Build and type-check every chosen step's config before the first step runs."""
+    from utils.pipeline.step_config import ConfigValueError, build_config
+
+    for step in steps:
+        if not step.schema:
+            continue
+        try:
+            section = step_config(step, cfg, paths, None)
+            build_config(step_schema(step), section)
+        except ConfigValueError as exc:
+            raise ConfigError(f"{exc} (step {step.name}; fix it in config.yaml or on the command "
+                              "line)") from None
+        except Exception as exc:   # e.g. a missing mandatory value (???) in the composed config
+            raise ConfigError(f"config of step {step.name}: {str(exc).splitlines()[0]}") from None
+
+
+def note_failure_context(cfg: DictConfig, paths: StatePaths) -> None:
+    """Let an operational failure's one line name the state dir and the tracking URI."""
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir,
+                 tracking_uri=cfg.main.tracking_uri or f"sqlite:///{paths.mlflow_db}")
+
+
+def clean_up_after_killed_runs(experiment_id: str, store: ModelStore, model_name: str) -> None:
+    """What a killed chain or tick left: RUNNING runs ended as KILLED, a pending deploy intent
+    finished or aborted, staging debris removed, scoreless versions marked abandoned."""
+    import mlflow
+
+    from utils.pipeline.stale_runs import end_stale_runs
+
+    client = mlflow.MlflowClient()
+    end_stale_runs(client, [experiment_id])
+    if store.root.is_dir():
+        for event in store.recover_locked():
+            log.warning("model store recovered: %s", event)
+    for version in store.list_versions(model_name):
+        if store.read_score(version) is not None or store.is_abandoned(version):
+            continue
+        try:
+            run_id = store.read_metadata(version).get("run_id")
+            run = client.get_run(run_id) if run_id else None
+        except Exception:   # noqa: BLE001 - its run is gone: treat as ended
+            run = None
+        parent_id = run.data.tags.get("mlflow.parentRunId") if run else None
+        owner = client.get_run(parent_id) if parent_id else run
+        if owner is None or owner.info.status != "RUNNING":
+            store.mark_abandoned(version, "no score: the chain that trained it ended before scoring")
+            log.warning("marked %s abandoned (trained, never scored: its chain was killed)", version)
 
 
 def code_version(step: Step) -> str:
@@ -218,7 +296,13 @@ def launch(step: Step, config_file: Path, cfg: DictConfig, experiment_id: str, c
         submitted = mlflow.run(str(step.folder), "main", parameters={"config": str(config_file)},
                                env_manager=cfg.main.env_manager, experiment_id=experiment_id,
                                run_name=step.name, synchronous=True)
-    except ExecutionException as exc:
+    except Exception as exc:
+        from utils.pipeline.stale_runs import end_running_children
+
+        # a step that never started (e.g. env_manager=conda without conda) leaves its run RUNNING
+        end_running_children(mlflow.MlflowClient(), experiment_id, mlflow.active_run().info.run_id)
+        if not isinstance(exc, ExecutionException):
+            raise
         mlflow.set_tag("pipeline.failed_step", step.name)
         raise PipelineError(f"step {step.name} failed ({exc}); its log is above, its run is in "
                             "MLflow. The deployed model is unchanged.") from exc
@@ -271,9 +355,11 @@ def run_chain(cfg: DictConfig) -> int:
     names = [s.name for s in steps]
     check_inputs(cfg, names)
     shared = StatePaths.of(cfg.paths.state_dir)
+    paths = shared.model(model_name)
+    validate_step_configs(steps, cfg, paths)
+    note_failure_context(cfg, paths)
     shared.state_dir.mkdir(parents=True, exist_ok=True)
     migrate_legacy_layout(shared)
-    paths = shared.model(model_name)
     record_model(cfg, shared)
     uri, experiment_id = tracking_setup(cfg, paths)
     os.environ["MLFLOW_TRACKING_URI"] = uri   # the step processes inherit it
@@ -284,6 +370,7 @@ def run_chain(cfg: DictConfig) -> int:
     store = ModelStore(paths.models_dir)
     log.info("pipeline: task=%s steps=%s state_dir=%s tracking=%s", cfg.task.name, ",".join(names),
              paths.state_dir, uri)
+    clean_up_after_killed_runs(experiment_id, store, cfg.task.model_name)
 
     model_version: str | None = None
     reused: list[str] = []
@@ -294,7 +381,7 @@ def run_chain(cfg: DictConfig) -> int:
         mlflow.set_tags({"pipeline.kind": "parent", "pipeline.task": cfg.task.name,
                          "pipeline.model": cfg.task.model_name, "pipeline.steps": ",".join(names),
                          "pipeline.overrides": " ".join(overrides),
-                         "mlflow.note.content": pipeline_note(cfg, names, overrides)})
+                         "mlflow.note.content": pipeline_note(cfg, names, overrides), **owner_tags()})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         for step in steps:
             t0 = time.monotonic()
@@ -419,9 +506,14 @@ EXIT_CODES: list[int] = []   # one per job: a sweep (-m) runs several in this pr
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def go(cfg: DictConfig) -> int:
     """One job. Returns, never exits: sys.exit here would end a Hydra sweep after job 0."""
+    from utils.pipeline.failures import run_entry
+
     try:
         resolve_task(cfg)   # the embedded data's specifics never leak into another table
-        code = run_chain(cfg)
+        code = run_entry(lambda: run_chain(cfg))   # operational failures: one line, exit 1
+    except ConfigError as exc:
+        log.error("%s", exc)
+        code = 2
     except PipelineError as exc:
         log.error("%s", exc)
         code = 1
@@ -430,5 +522,7 @@ def go(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    go()
+    from utils.pipeline.failures import run_hydra_entry
+
+    run_hydra_entry(go)   # disk full, read-only state dir, corrupt DB, server down: one line
     sys.exit(max(EXIT_CODES, default=1))

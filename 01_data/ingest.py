@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
 
+from utils.data.hashing import open_regular, regular_files
 from utils.data.ingest_record import (
     IngestRecord,
     RecordRow,
     SourceEntry,
     now,
-    scan_source_dir,
+    scan_source,
 )
 from utils.pipeline.paths import StatePaths, resolve_path
 from utils.pipeline.step_config import TaskConfig
@@ -45,20 +45,9 @@ from utils.data.tabular_data import (
 )
 from utils.pipeline.tracking import log_json_artifact
 
+from ingest_config import DataSection, IngestionConfig  # 01_data/  # noqa: E402,F401
+
 log = logging.getLogger("data_ingestion")
-
-
-@dataclass
-class DataSection:
-    source_dir: str = "???"
-    bad_rows: str = "quarantine_file"   # tabular: quarantine_file | drop_rows
-
-
-@dataclass
-class IngestionConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataSection = field(default_factory=DataSection)
 
 
 class BadFile(ValueError):
@@ -86,16 +75,17 @@ def read_unit(entry: SourceEntry, task: TaskConfig, schema: TableSchema | None =
             return read_table(entry.path, schema, bad_rows)
         except TabularDataError as exc:
             raise BadFile(str(exc)) from exc
-    from utils.data.nlu_data import NluDataError, is_bio_folder, read_bio_folder, read_jsonl
+    from utils.data.nlu_data import NluDataError, is_bio_folder, is_bio_split, read_bio_source, read_jsonl
 
     try:
-        if entry.is_dir and is_bio_folder(entry.path):
-            examples = read_bio_folder(entry.path)
+        if entry.is_dir and (is_bio_folder(entry.path) or is_bio_split(entry.path)):
+            examples = read_bio_source(entry.path)
         elif not entry.is_dir and entry.path.suffix.lower() in {".jsonl", ".json"}:
             examples = read_jsonl(entry.path)
         else:
-            raise BadFile("unsupported source: NLU sources are .jsonl files or BIO folders "
-                          "(train/ dev/ test/ with seq.in, seq.out, label)")
+            raise BadFile("unsupported source: NLU sources are .jsonl files, BIO folders "
+                          "(train/ dev/ test/ with seq.in, seq.out, label) or one BIO split "
+                          "folder (seq.in, seq.out, label)")
     except NluDataError as exc:
         raise BadFile(str(exc)) from exc
     if not examples:
@@ -121,14 +111,32 @@ def read_forecast_unit(entry: SourceEntry, task: TaskConfig, ledger: Any) -> pd.
     return frame
 
 
+def _copy_regular(src: Path, dst: Path, follow_symlinks: bool) -> None:
+    """Copy a regular file's bytes through a checked descriptor (never a FIFO or a device)."""
+    with os.fdopen(open_regular(src, follow_symlinks), "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    shutil.copystat(src, dst, follow_symlinks=follow_symlinks)
+
+
 def quarantine(entry: SourceEntry, sha256: str, reason: str, paths: StatePaths) -> Path:
-    """Copy (never move) the bad file next to a note with the reason."""
+    """Copy (never move) the bad file next to a note with the reason.
+
+    Links are never followed here: a followed link is copied as the link itself, and only the
+    regular files of a folder are copied, so nothing outside the source folder lands here.
+    """
     paths.quarantine_dir.mkdir(parents=True, exist_ok=True)
     target = paths.quarantine_dir / f"{sha256[:12]}-{entry.path.name}"
     if entry.is_dir:
-        shutil.copytree(entry.path, target, dirs_exist_ok=True)
+        for src in regular_files(entry.path):
+            dst = target / src.relative_to(entry.path)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _copy_regular(src, dst, follow_symlinks=False)
+    elif entry.path.is_symlink():
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        os.symlink(os.readlink(entry.path), target)
     else:
-        shutil.copy2(entry.path, target)
+        _copy_regular(entry.path, target, follow_symlinks=False)
     target.with_name(target.name + ".reason.txt").write_text(
         f"file: {entry.path}\nsha256: {sha256}\ntime: {now()}\nreason: {reason}\n")
     return target
@@ -246,7 +254,8 @@ def go(config: IngestionConfig) -> int:
         return 2
 
     record = IngestRecord.load(paths.ingest_record)
-    entries = scan_source_dir(source_dir)
+    scan = scan_source(source_dir, config.data.follow_symlinks)
+    entries = scan.entries
     changed = record.changed_entries(entries)
     ledger = None
     if task.name == "forecast":  # oldest first, checked for gaps against the history so far
@@ -255,7 +264,8 @@ def go(config: IngestionConfig) -> int:
         changed = sorted(changed, key=lambda e: (first_date(e.path, task) if not e.is_dir
                                                  else pd.Timestamp.max, e.path.name))
         ledger = SeriesLedger.of(read_dataset(dataset_path(paths, task), task), task)
-    log.info("%d source entries in %s, %d new or changed", len(entries), source_dir, len(changed))
+    log.info("%d source entries in %s, %d new or changed, %d skipped (not regular files)",
+             len(entries), source_dir, len(changed), len(scan.skipped))
     schema = None
     if task.name == "tabular":
         try:
@@ -265,12 +275,28 @@ def go(config: IngestionConfig) -> int:
             return 2
 
     accepted: list[pd.DataFrame] = []
-    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "rows_dropped": 0}
+    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "skipped": 0, "unreadable": 0, "rows_dropped": 0}
+    record_changed = False
+
+    def note(path: Path, size: int, mtime_ns: int, status: str, reason: str) -> None:
+        """Record a name that was not read, once per (name, size, mtime, reason)."""
+        nonlocal record_changed
+        counts[status] += 1
+        if record.has_row(str(path), size, mtime_ns, status, reason):
+            return
+        log.warning("%s %s: %s", status, path, reason)
+        record.add(RecordRow(file=str(path), sha256="", rows=0, status=status, reason=reason,
+                             time=now(), size=size, mtime_ns=mtime_ns))
+        record_changed = True
+
+    for skipped in scan.skipped:
+        note(skipped.path, skipped.size, skipped.mtime_ns, "skipped", skipped.reason)
     for entry in changed:
         try:
-            sha256 = entry.sha256()
+            sha256 = entry.sha256(config.data.read_timeout_s)
         except OSError as exc:
-            log.warning("cannot read %s: %s (skipped, will retry next run)", entry.path, exc)
+            note(entry.path, entry.size, entry.mtime_ns, "unreadable",
+                 f"{exc.strerror or exc} (retried next run)")
             continue
         seen = record.status_of_hash(sha256)
         rows, reason, dropped = 0, "", 0
@@ -315,13 +341,14 @@ def go(config: IngestionConfig) -> int:
             combined = read_dataset(target, task, schema)
     else:
         combined = existing
-    if changed:
+    if changed or record_changed:
         record.save()
 
     mlflow.log_params({"source_dir": str(source_dir), "task": task.name})
     mlflow.log_metrics({"files_seen": len(entries), "files_new": len(changed),
                         "files_ingested": counts["ingested"], "files_duplicate": counts["duplicate"],
-                        "files_quarantined": counts["quarantined"], "rows_total": len(combined),
+                        "files_quarantined": counts["quarantined"], "files_skipped": counts["skipped"],
+                        "files_unreadable": counts["unreadable"], "rows_total": len(combined),
                         "rows_added": len(combined) - rows_before, "rows_dropped": counts["rows_dropped"],
                         "rows_corrected": corrections})
     if paths.ingest_record.is_file():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +33,9 @@ from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import flatten
 
+from train_config import TabularParams, TrainingConfig, training_params  # 02_training/  # noqa: E402,F401
+
 log = logging.getLogger("model_training")
-
-
-@dataclass
-class LoggingSection:
-    progress_every_s: float = 30.0   # a progress log line at least this often (also without a TTY)
-
-
-@dataclass
-class TrainingConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    # the task's hyperparameters (utils/conf/task/<task>.yaml `training:`), typed per task below
-    training: dict[str, Any] = field(default_factory=dict)
-    logging: LoggingSection = field(default_factory=LoggingSection)
-
-
-@dataclass
-class TabularParams:
-    estimator: str = "auto"      # auto | logistic_regression | hist_gradient_boosting | ridge
-    C: float = 1.0
-    max_iter: int = 1000
-    solver: str = "lbfgs"
-    class_weight: str | None = None
-    alpha: float = 1.0
-    learning_rate: float = 0.1
-    boosting_rounds: int = 200
-    seed: int = 42
-    validation_fraction: float = 0.2
 
 
 ESTIMATORS = {"classification": ("logistic_regression", "hist_gradient_boosting"),
@@ -132,7 +106,6 @@ def log_training_input(frame: pd.DataFrame, data_path: Path, targets: str | None
 
 def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float], dict[str, Any]]:
     """Fit the Pipeline, log and register it; return (model info, validation metrics, metadata)."""
-    from omegaconf import OmegaConf
     from sklearn.model_selection import train_test_split
 
     from utils.data.table_schema import feature_frame, label_values, state_schema, with_training_categories
@@ -140,8 +113,7 @@ def train_tabular(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[st
     from utils.models.scoring_lib import metric_direction, primary_metric_for, tabular_report
 
     task = config.task
-    params: TabularParams = OmegaConf.to_object(OmegaConf.merge(
-        OmegaConf.structured(TabularParams), config.training))  # type: ignore[assignment]
+    params: TabularParams = training_params("tabular", config.training)[0]
     paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     schema = state_schema(paths.schema_file, task)
     if schema is None:
@@ -208,15 +180,12 @@ def split_nlu(examples: list, dev_fraction: float, seed: int) -> tuple[list, lis
 def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[str, float]]:
     """Fine-tune the joint intent + slot model (nlu_model.py), log and register it as a pyfunc."""
     from nlu_logging import log_nlu_model, mlflow_epoch_logger  # 02_training/
-    from nlu_model import NluTrainConfig, train_nlu
-    from omegaconf import OmegaConf
+    from nlu_model import train_nlu
 
     from utils.data.nlu_data import read_jsonl
 
-    training = dict(config.training)
-    dev_fraction = float(training.pop("dev_fraction", 0.1))
-    params: NluTrainConfig = OmegaConf.to_object(OmegaConf.merge(
-        OmegaConf.structured(NluTrainConfig), training))  # type: ignore[assignment]
+    params, extra = training_params("nlu", config.training)
+    dev_fraction = float(extra["dev_fraction"])
     params.encoder = config.task.encoder or params.encoder
     params.progress_every_s = float(config.logging.progress_every_s)
     params.progress_label = "step model_training"

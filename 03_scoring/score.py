@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -27,29 +26,9 @@ from utils.models.scoring_lib import metric_direction, primary_metric_for, score
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import log_json_artifact
+from score_config import ScoringConfig, ScoringData, ScoringSection  # 03_scoring/  # noqa: E402,F401
 
 log = logging.getLogger("model_scoring")
-
-
-@dataclass
-class ScoringData:
-    test_path: str = "???"
-
-
-@dataclass
-class ScoringSection:
-    batch_size: int = 256
-    backtest_windows: int = 3      # forecast: rolling origins, one task.horizon apart
-    refit: bool = True             # forecast: refit the recipe at every origin
-
-
-@dataclass
-class ScoringConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: ScoringData = field(default_factory=ScoringData)
-    scoring: ScoringSection = field(default_factory=ScoringSection)
-    model_version: str | None = None   # store version to score; None = newest of task.model_name
 
 
 def go(config: ScoringConfig) -> int:

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: the shared utils/ package
@@ -27,22 +26,9 @@ from utils.pipeline.paths import StatePaths
 from utils.models.registry import CHAMPION_ALIAS, set_champion_alias, tracking_uri_for
 from utils.pipeline.step_config import TaskConfig, configure_logging
 from utils.pipeline.step_runner import run_step
+from deployment_config import DeploymentConfig, DeploymentSection  # 04_deployment/  # noqa: E402,F401
 
 log = logging.getLogger("model_deployment")
-
-@dataclass
-class DeploymentSection:
-    tolerance: float = 0.0
-    force: bool = False
-
-
-@dataclass
-class DeploymentConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    deployment: DeploymentSection = field(default_factory=DeploymentSection)
-    model_version: str | None = None   # candidate; None = newest of task.model_name
-
 
 def champion_version(store: ModelStore, model_name: str) -> str | None:
     """The deployed version of this model: production if it is one of ours, else the alias."""
@@ -80,6 +66,8 @@ def go(config: DeploymentConfig) -> int:
 
     paths = StatePaths.of(config.state_dir).model(config.task.model_name)
     store = ModelStore(paths.models_dir)
+    for event in store.recover_locked():   # a killed earlier deploy/rollback, a lost link
+        log.warning("model store recovered: %s", event)
     task = config.task
     candidate = config.model_version or store.latest_version(task.model_name)
     if candidate is None or not store.has_version(candidate):
@@ -148,6 +136,9 @@ def operator_cli(argv: list[str]) -> int:
                   ", ".join(models) or "none yet")
         return 2
     paths = shared.model(name)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=shared.state_dir, tracking_uri=args.tracking_uri)
     store = ModelStore(paths.models_dir)
     if args.status:
         print(json.dumps({"model": name, "production": store.production_version(),
@@ -171,4 +162,6 @@ if __name__ == "__main__":
     if "--config" in sys.argv:
         run_step(__doc__.splitlines()[0], DeploymentConfig, go)
     else:
-        sys.exit(operator_cli(sys.argv[1:]))
+        from utils.pipeline.failures import run_entry
+
+        sys.exit(run_entry(lambda: operator_cli(sys.argv[1:])))

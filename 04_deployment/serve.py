@@ -55,11 +55,15 @@ def is_loopback(host: str) -> bool:
 
 
 def gunicorn_command(settings: ApiSettings, conf_file: Path) -> list[str]:
+    """gevent workers by default: a client that sends its body slowly (or never) holds a
+    greenlet, not one of a few threads, so slow clients cannot make the API unreachable."""
+    concurrency = (["--worker-connections", str(settings.worker_connections)]
+                   if settings.worker_class == "gevent" else ["--threads", str(settings.threads)])
     return [sys.executable, "-m", "gunicorn",
             "--config", str(conf_file),
             "--bind", bind_address(settings.host, settings.port),
-            "--workers", str(settings.workers), "--threads", str(settings.threads),
-            "--worker-class", "gthread", "--timeout", str(settings.timeout_s),
+            "--workers", str(settings.workers), *concurrency,
+            "--worker-class", settings.worker_class, "--timeout", str(settings.timeout_s),
             "--graceful-timeout", "30", "--name", "mlops-api", "--no-control-socket",
             "--pythonpath", f"{API_DIR},{REPO_ROOT}",
             "api.app:create_app()"]
@@ -86,6 +90,9 @@ def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[s
     cfg = load_config(overrides)
     settings = api_settings(cfg)
     paths = StatePaths.of(cfg.paths.state_dir)
+    from utils.pipeline.failures import note_context
+
+    note_context(state_dir=paths.state_dir)
     api_paths = ApiPaths(paths)
     if write:
         api_paths.root.mkdir(parents=True, exist_ok=True)
@@ -111,8 +118,10 @@ def prepare(overrides: list[str], write: bool = True) -> tuple[list[str], dict[s
         log.warning("$%s is not set: /scoring, ?refresh=1 and /admin/* will answer 403 "
                     "(e.g. %s=$(openssl rand -hex 32) ./run_pipeline.sh serve)",
                     settings.api_key_env, settings.api_key_env)
-    log.info("serving every model of %s on http://%s (workers=%d threads=%d); logs in %s", paths.models_root,
-             bind_address(settings.host, settings.port), settings.workers, settings.threads, api_paths.root)
+    log.info("serving every model of %s on http://%s (workers=%d %s); logs in %s", paths.models_root,
+             bind_address(settings.host, settings.port), settings.workers,
+             f"gevent, {settings.worker_connections} connections each" if settings.worker_class == "gevent"
+             else f"gthread, {settings.threads} threads each", api_paths.root)
     return gunicorn_command(settings, API_DIR / "api" / "gunicorn_conf.py"), env
 
 
@@ -138,4 +147,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from utils.pipeline.failures import run_entry
+
+    sys.exit(run_entry(lambda: main(sys.argv[1:])))   # read-only state dir, full disk: one line

@@ -24,7 +24,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +39,11 @@ from utils.models.model_store import ModelStore
 from utils.pipeline.paths import StatePaths
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
+from reporting_config import ReportingConfig, ReportingSection  # 06_reporting/  # noqa: E402,F401
 
 log = logging.getLogger("reporting")
 
 TEMPLATE = Path(__file__).resolve().parent / "report.html.j2"
-
-
-@dataclass
-class ReportingSection:
-    sample_rows: int = 15                   # predictions shown in the report's table
-    api_url: str = "http://127.0.0.1:8000"  # used by apicalls.py, not by this step
-
-
-@dataclass
-class ReportingConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    reporting: ReportingSection = field(default_factory=ReportingSection)
 
 
 def make_plots(task: TaskConfig, diagnostics: dict[str, Any], history: list[dict[str, Any]],

@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +30,9 @@ from utils.models.model_store import ModelStore, parse_version_id
 from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
+from diagnostics_config import DiagnosticsConfig, DiagnosticsData, DiagnosticsSection  # diagnostics/  # noqa: E402,F401
 
 log = logging.getLogger("diagnostics")
-
-
-@dataclass
-class DiagnosticsData:
-    test_path: str = "???"
-
-
-@dataclass
-class DiagnosticsSection:
-    latency_calls: int = 200                     # single predictions timed for p50/p95/p99
-    pypi_url: str | None = "https://pypi.org/pypi"  # PyPI JSON API; null = do not look up
-    pypi_timeout_s: float = 2.0                  # per request; past it the latest version is "unknown"
-    batch_size: int = 256                        # NLU prediction batch
-
-
-@dataclass
-class DiagnosticsConfig:
-    state_dir: str = "???"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DiagnosticsData = field(default_factory=DiagnosticsData)
-    diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
 
 
 def production_of(store: ModelStore, model_name: str) -> tuple[str | None, str | None]:

@@ -23,7 +23,7 @@ class AppAccessLogger(Logger):
         return None
 
 
-worker_class = "gthread"
+# worker_class comes from serve.py (api.worker_class: gevent by default)
 logger_class = AppAccessLogger
 accesslog = None
 errorlog = "-"

@@ -25,6 +25,9 @@ class ApiConfigError(ValueError):
     """The `api:` section (or the config file named by MLOPS_API_CONFIG) is unusable."""
 
 
+WORKER_CLASSES = ("gevent", "gthread")
+
+
 @dataclass
 class ApiSettings:
     """`api:` in config.yaml; every key can be overridden (`api.port=9000`)."""
@@ -33,7 +36,9 @@ class ApiSettings:
     default_model: str | None = None      # the model of POST /prediction etc.; None: the only model
     port: int = 8000
     workers: int = 2                      # gunicorn worker processes
-    threads: int = 4                      # threads per worker (gthread)
+    worker_class: str = "gevent"          # gevent (slow clients cost a greenlet, not a thread) | gthread
+    worker_connections: int = 1000        # open connections per gevent worker
+    threads: int = 4                      # threads per worker (gthread only)
     prediction_concurrency: int = 1       # predictions computed at once per worker (GIL: more is slower)
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413
@@ -62,6 +67,10 @@ class ApiSettings:
                 check_model_name(self.default_model)
             except ModelNameError:
                 problems.append(f"api.default_model={self.default_model!r} (not a model name)")
+        if self.worker_class not in WORKER_CLASSES:
+            problems.append(f"api.worker_class={self.worker_class} ({' or '.join(WORKER_CLASSES)})")
+        if self.worker_connections < 1:
+            problems.append(f"api.worker_connections={self.worker_connections} (must be >= 1)")
         if self.reload_check_ms < 0:
             problems.append(f"api.reload_check_ms={self.reload_check_ms} (must be >= 0)")
         if problems:

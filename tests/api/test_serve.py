@@ -24,11 +24,17 @@ def test_dry_run_uses_the_api_section(tmp_path):
     assert proc.returncode == 0, proc.stderr
     cmd = proc.stdout.split()
     assert cmd[1:3] == ["-m", "gunicorn"] and cmd[-1] == "api.app:create_app()"
-    for flag, value in (("--bind", "127.0.0.1:9123"), ("--workers", "3"), ("--threads", "5"),
-                        ("--worker-class", "gthread")):
+    for flag, value in (("--bind", "127.0.0.1:9123"), ("--workers", "3"), ("--worker-connections", "1000"),
+                        ("--worker-class", "gevent")):   # the default: slow clients hold greenlets
         assert cmd[cmd.index(flag) + 1] == value
+    assert "--threads" not in cmd
     assert not (tmp_path / "logs").exists()           # a dry run writes nothing
     assert "API_KEY is not set" in proc.stderr
+    proc = run_serve("--dry-run", f"paths.state_dir={tmp_path}", "api.worker_class=gthread", "api.threads=5")
+    cmd = proc.stdout.split()
+    assert cmd[cmd.index("--threads") + 1] == "5" and cmd[cmd.index("--worker-class") + 1] == "gthread"
+    proc = run_serve("--dry-run", f"paths.state_dir={tmp_path}", "api.worker_class=sync")
+    assert proc.returncode == 2 and "api.worker_class=sync" in proc.stderr
 
 
 def test_bad_settings_exit_2_naming_the_key(tmp_path):

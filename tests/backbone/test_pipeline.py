@@ -109,10 +109,12 @@ def test_missing_source_dir_fails_clearly(state_dir, tmp_path):
 
 
 def test_failed_step_leaves_production_serving(tabular_chain, tmp_path):
-    """A crash in training (bad hyperparameter) stops the chain; production is unchanged."""
+    """A crash in training (an ingested dataset without the label column) stops the chain;
+    production is unchanged. (Bad hyperparameters never get this far: main.py rejects them.)"""
     state = tmp_path / "state"
     shutil.copytree(tabular_chain, state, symlinks=True)
-    proc = run_main(CORE, "training.solver=no-such-solver", "main.reuse_runs=false", state_dir=state,
+    StatePaths.of(state).finaldata_csv.write_text("corporation,unexpected\nx,1\n")
+    proc = run_main("main.steps='model_training,model_scoring,model_deployment'", state_dir=state,
                     check=False)
     assert proc.returncode != 0 and "step model_training failed" in proc.stderr
     assert ModelStore(StatePaths.of(state).model("attrition_model").models_dir).production_version() == "attrition_model-v1"

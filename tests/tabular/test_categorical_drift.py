@@ -41,3 +41,12 @@ def test_performance_drift_for_an_error_metric():
     assert performance_drift(12.0, 10.0, 0.1, direction="lower")[0] is True
     assert performance_drift(10.5, 10.0, 0.1, direction="lower")[0] is False
     assert performance_drift(0.5, 0.6)[0] is True
+
+
+def test_significant_rule_for_an_error_metric_uses_the_lower_bound():
+    """RMSE: drift only when even the optimistic (lower) bound of the new error is past the limit."""
+    assert performance_drift(12.0, 10.0, 0.1, rule="significant", upper_bound=11.5, alpha=0.01,
+                             direction="lower")[0] is True
+    drift, reason = performance_drift(12.0, 10.0, 0.1, rule="significant", upper_bound=10.8, alpha=0.01,
+                                      direction="lower")
+    assert drift is False and "lower 99% bound" in reason and "sampling noise" in reason

@@ -7,6 +7,8 @@ unchanged next to our own query logs:
   (``split`` optional).
 * BIO folder: ``train/ dev/ test/`` (``valid/`` is read as ``dev``), each holding ``seq.in``
   (space-separated tokens), ``seq.out`` (BIO tags) and ``label`` (intent), one example a line.
+* A lone BIO split folder: ``seq.in``, ``seq.out`` and ``label`` directly inside (its split is
+  its folder name when that is one of train/dev/valid/validation/test, else none).
 
 Standard library only, so the cheap steps (ingestion, the API) can validate data without
 importing torch.
@@ -14,10 +16,18 @@ importing torch.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    from utils.data.hashing import open_regular
+except ImportError:  # inside a logged MLflow model, code_paths holds this file alone (no data reads there)
+    def open_regular(path: "str | Path", follow_symlinks: bool = True) -> int:  # type: ignore[misc]
+        return os.open(path, os.O_RDONLY)
 
 BIO_FILES: tuple[str, str, str] = ("seq.in", "seq.out", "label")
 # Canonical split name -> folder names accepted for it, in order of preference.
@@ -85,9 +95,14 @@ def validate_example(ex: NluExample, where: str) -> None:
 def _read_text_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 file; a clear NluDataError for anything that is not UTF-8."""
     try:
-        data = path.read_bytes().decode("utf-8-sig")
+        with os.fdopen(open_regular(path), "rb") as fh:   # never blocks on a FIFO or a device
+            raw = fh.read()
+    except OSError as exc:
+        raise NluDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        line = raw[: err.start].count(b"\n") + 1
         raise NluDataError(
             f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
             f"{err.start}); re-encode the file as UTF-8"
@@ -139,10 +154,29 @@ def _split_dirs(path: Path) -> list[tuple[str, Path]]:
     for split, names in BIO_SPLITS.items():
         for name in names:
             d = path / name
-            if d.is_dir() and all((d / f).is_file() for f in BIO_FILES):
+            if d.is_dir() and is_bio_split(d):
                 found.append((split, d))
                 break
     return found
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)   # links inside a BIO folder are not followed
+    except OSError:
+        return False
+
+
+def is_bio_split(path: str | Path) -> bool:
+    """True when ``path`` itself holds seq.in, seq.out and label (regular files)."""
+    path = Path(path)
+    return path.is_dir() and all(_is_regular(path / f) for f in BIO_FILES)
+
+
+def split_of_folder(path: str | Path) -> str | None:
+    """Canonical split of a split folder's name (``valid`` -> ``dev``), None if not a split name."""
+    name = Path(path).name.lower()
+    return next((split for split, names in BIO_SPLITS.items() if name in names), None)
 
 
 def is_bio_folder(path: str | Path) -> bool:
@@ -188,11 +222,19 @@ def read_bio_folder(path: str | Path) -> list[NluExample]:
     return examples
 
 
+def read_bio_source(path: str | Path) -> list[NluExample]:
+    """A BIO benchmark folder (train/ dev/ test/) or a lone split folder, whichever ``path`` is."""
+    path = Path(path)
+    if is_bio_split(path) and not _split_dirs(path):
+        return read_bio_split(path, split_of_folder(path))
+    return read_bio_folder(path)
+
+
 def read_nlu_path(path: str | Path) -> list[NluExample]:
-    """A JSONL file or a BIO folder, whichever ``path`` is."""
+    """A JSONL file, a BIO folder or a BIO split folder, whichever ``path`` is."""
     path = Path(path)
     if path.is_dir():
-        return read_bio_folder(path)
+        return read_bio_source(path)
     if path.suffix.lower() in {".jsonl", ".json"}:
         return read_jsonl(path)
     raise NluDataError(f"{path}: neither a .jsonl file nor a BIO folder")

@@ -9,6 +9,14 @@ Layout (DESIGN.md)::
 Readers (API, diagnostics) only ever follow ``production``; a version folder becomes visible
 only once it is complete (written under a temporary name, then renamed), so a crash at any
 point leaves ``production`` on a complete version.
+
+Deploy and rollback are write-ahead: an ``intent`` line (with an id, the target and the
+rollback target) is appended and fsynced before the swap, the ``deploy``/``rollback`` line
+with the same id after it. ``recover()`` (run under the lock before every deploy and rollback,
+and by the deployment step and the chain) completes or aborts a pending intent from where
+the link points, restores a missing production link from the history, and records a
+production the history does not know. So after a kill at any moment production is a
+complete version, the history knows it, and rollback works.
 """
 from __future__ import annotations
 
@@ -42,6 +50,22 @@ def parse_version_id(version: str) -> tuple[str, int]:
     if not match:
         raise ModelStoreError(f"not a store version name: {version!r} (expected <model>-v<N>)")
     return match["name"], int(match["number"])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_STAGING_RE = re.compile(r"^\.staging-.+-p(?P<pid>\d+)-[0-9a-f]{8}$")
+_STALE_DEBRIS_S = 3600.0
+ABANDONED_FILE = "abandoned.json"
+COMMIT_EVENTS = {"deploy", "rollback"}
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -94,8 +118,12 @@ class ModelStore:
         return [name for _, _, name in sorted(found)]
 
     def latest_version(self, model_name: str) -> str | None:
-        versions = self.list_versions(model_name)
+        """The newest version that is not marked abandoned (a killed run's scoreless leftover)."""
+        versions = [v for v in self.list_versions(model_name) if not self.is_abandoned(v)]
         return versions[-1] if versions else None
+
+    def is_abandoned(self, version: str) -> bool:
+        return (self.version_dir(version) / ABANDONED_FILE).is_file()
 
     def add_version(self, version: str, model_src: Path, metadata: dict[str, Any]) -> Path:
         """Copy a saved MLflow model in as ``version``; visible only once complete."""
@@ -106,7 +134,7 @@ class ModelStore:
                 f"model store already has {target}; the registry and the store disagree "
                 "(was mlflow.db replaced?). Move the old store aside or use a new state dir.")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.versions_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+        staging = self.versions_dir / f".staging-{version}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
         shutil.copytree(model_src, staging / "model")
         (staging / "metadata.json").write_text(json.dumps(
             {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **metadata},
@@ -157,7 +185,8 @@ class ModelStore:
         version = self.production_version()
         return self.model_dir(version) if version else None
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self, intents: bool = False) -> list[dict[str, Any]]:
+        """The history's events, oldest first; write-ahead ``intent`` lines only if asked."""
         if not self.history_file.is_file():
             return []
         events = []
@@ -165,16 +194,23 @@ class ModelStore:
             line = line.strip()
             if line:
                 try:
-                    events.append(json.loads(line))
+                    event = json.loads(line)
                 except json.JSONDecodeError:  # a torn last line after a crash: skip it
                     continue
+                if isinstance(event, dict) and (intents or event.get("event") != "intent"):
+                    events.append(event)
         return events
 
     def append_history(self, event: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}
-        with open(self.history_file, "a") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+        line = json.dumps(record, default=str) + "\n"
+        with open(self.history_file, "a+b") as fh:
+            if fh.tell() > 0:   # a torn last line (killed mid-write) must not swallow this one
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write(line.encode())
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -186,27 +222,134 @@ class ModelStore:
         os.symlink(Path("versions") / version, tmp)
         os.replace(tmp, self.production_link)
 
+    # ---- write-ahead deploy / rollback ------------------------------------------------------
+    def _committed_version(self, history: list[dict[str, Any]]) -> str | None:
+        """The version of the last committed deploy or rollback whose folder still exists."""
+        for event in reversed(history):
+            if event.get("event") in COMMIT_EVENTS and self.has_version(str(event.get("version"))):
+                return event["version"]
+        return None
+
+    def _pending_intent(self, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+        closed = {e.get("id") for e in history if e.get("event") in COMMIT_EVENTS | {"aborted"}}
+        for event in reversed(history):
+            if event.get("event") == "intent":
+                return None if event.get("id") in closed else event
+        return None
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Bring link and history back in step after a crash; the events it appended.
+
+        Call with the lock held (deploy and rollback do) or through ``recover_locked``.
+        """
+        added: list[dict[str, Any]] = []
+        history = self.history(intents=True)
+        current = self.production_version()
+        intent = self._pending_intent(history)
+        if intent is not None:
+            fields = {k: v for k, v in intent.items() if k not in {"event", "time", "action"}}
+            if current == intent.get("version"):     # killed after the swap: finish the record
+                event = {**fields, "event": intent["action"], "recovered": True}
+            else:                                      # killed before the swap: nothing happened
+                event = {"event": "aborted", "id": intent.get("id"), "version": intent.get("version"),
+                         "reason": "killed before the production swap"}
+            self.append_history(event)
+            added.append(event)
+            history = self.history(intents=True)
+        if current is None:
+            restore = self._committed_version(history)
+            if restore is not None:
+                self.swap_production(restore)
+                event = {"event": "restored", "version": restore,
+                         "reason": "production link was missing or broken; restored from the history"}
+                self.append_history(event)
+                added.append(event)
+        elif self._committed_version(history) != current:
+            # production moved without a record (a pre-intent crash or a manual change): record it
+            earlier = self._committed_version(history)
+            event = {"event": "deploy", "version": current, "replaced": earlier, "rollback_to": earlier,
+                     "recovered": True, "reason": "production was not in the history"}
+            self.append_history(event)
+            added.append(event)
+        return added
+
+    def recover_locked(self) -> list[dict[str, Any]]:
+        with self.lock():
+            self.clean_debris()
+            return self.recover()
+
+    def clean_debris(self) -> list[Path]:
+        """Remove staging folders of dead writers and temporary links of killed swaps."""
+        removed: list[Path] = []
+        now_s = time.time()
+        if self.versions_dir.is_dir():
+            for child in self.versions_dir.iterdir():
+                if not child.name.startswith(".staging-"):
+                    continue
+                match = _STAGING_RE.match(child.name)
+                try:
+                    age = now_s - child.lstat().st_mtime
+                except OSError:
+                    continue
+                dead = (not _pid_alive(int(match["pid"]))) if match else age > _STALE_DEBRIS_S
+                if dead:
+                    shutil.rmtree(child, ignore_errors=True)
+                    removed.append(child)
+        if self.root.is_dir():
+            for child in self.root.glob(".production.*"):   # swaps only happen under the lock
+                child.unlink(missing_ok=True)
+                removed.append(child)
+        return removed
+
+    def mark_abandoned(self, version: str, reason: str) -> None:
+        """Mark a scoreless leftover so no gate or default picks it; the folder is kept."""
+        _atomic_write_text(self.version_dir(version) / ABANDONED_FILE, json.dumps(
+            {"reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+
+    def _fallback_rollback_to(self, history: list[dict[str, Any]], exclude: str) -> str | None:
+        for event in reversed(history):
+            v = event.get("version")
+            if event.get("event") in COMMIT_EVENTS | {"restored"} and v != exclude and self.has_version(str(v)):
+                return v
+        return None
+
+    def _write_ahead(self, action: str, target: str, replaced: str | None, rollback_to: str | None,
+                     details: dict[str, Any]) -> dict[str, Any]:
+        op_id = uuid.uuid4().hex
+        base = {"id": op_id, "version": target, "replaced": replaced, "rollback_to": rollback_to, **details}
+        self.append_history({"event": "intent", "action": action, **base})
+        self.swap_production(target)
+        event = {"event": action, **base}
+        self.append_history(event)
+        return event
+
     def deploy(self, version: str, **details: Any) -> dict[str, Any]:
         """Make ``version`` production and record it; a rollback from it returns to the old one."""
+        if not self.has_version(version):
+            raise ModelStoreError(f"cannot deploy {version!r}: no complete version folder")
         with self.lock():
+            self.clean_debris()
+            self.recover()
             previous = self.production_version()
-            self.swap_production(version)
-            event = {"event": "deploy", "version": version, "replaced": previous,
-                     "rollback_to": previous, **details}
-            self.append_history(event)
-            return event
+            rollback_to = previous or self._fallback_rollback_to(self.history(), version)
+            return self._write_ahead("deploy", version, previous, rollback_to, details)
 
     def rollback_target(self) -> str | None:
         """The version a rollback returns to: the one the current production replaced."""
         current = self.production_version()
+        return self._rollback_to_of(current) if current else None
+
+    def _rollback_to_of(self, version: str) -> str | None:
         for event in reversed(self.history()):
-            if event.get("event") in {"deploy", "rollback"} and event.get("version") == current:
+            if event.get("event") in COMMIT_EVENTS and event.get("version") == version:
                 return event.get("rollback_to")
         return None
 
     def rollback(self, **details: Any) -> dict[str, Any]:
         """Return to the previous production version; repeated rollbacks walk further back."""
         with self.lock():
+            self.clean_debris()
+            self.recover()
             current = self.production_version()
             target = self.rollback_target()
             if target is None:
@@ -215,13 +358,5 @@ class ModelStore:
             if not self.has_version(target):
                 raise ModelStoreError(f"cannot roll back to {target!r}: its folder is gone")
             # after this rollback, a further one goes to what `target` itself replaced
-            further = None
-            for event in reversed(self.history()):
-                if event.get("event") in {"deploy", "rollback"} and event.get("version") == target:
-                    further = event.get("rollback_to")
-                    break
-            self.swap_production(target)
-            event = {"event": "rollback", "version": target, "replaced": current,
-                     "rollback_to": further, **details}
-            self.append_history(event)
-            return event
+            further = self._rollback_to_of(target)
+            return self._write_ahead("rollback", target, current, further, details)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -348,25 +348,87 @@ def nlu_drift(reference_texts: Sequence[str], new_texts: Sequence[str],
 
 
 # ---- performance ---------------------------------------------------------------------------
+PERFORMANCE_RULES = ("significant", "lower")
+
+
+def bootstrap_upper_bound(score_of: Callable[[np.ndarray], float], n: int, alpha: float,
+                          n_boot: int = 1000, seed: int = 0, upper: bool = True) -> float:
+    """One-sided (1 - alpha) percentile-bootstrap upper bound of a score over ``n`` examples
+    (``upper=False``: the lower bound, the better side of an error metric).
+
+    ``score_of(indices)`` scores a resample (indices into the new batch). The bound is what the
+    score could plausibly be on the new data's distribution, given this batch's sampling noise.
+    """
+    if n <= 0:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    scores = np.array([score_of(rng.integers(0, n, n)) for _ in range(int(n_boot))], dtype=float)
+    scores = scores[np.isfinite(scores)]
+    return float(np.quantile(scores, 1.0 - alpha if upper else alpha)) if scores.size else math.nan
+
+
+def binary_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """f1 / precision / recall / accuracy of 0/1 arrays in numpy (thousands of resamples a
+    second; sklearn's zero_division=0 convention); None for other metrics."""
+    def counts(y: np.ndarray, p: np.ndarray) -> tuple[int, int, int]:
+        return int(np.sum((y == 1) & (p == 1))), int(np.sum((y == 0) & (p == 1))), int(np.sum((y == 1) & (p == 0)))
+
+    def f1(y: np.ndarray, p: np.ndarray) -> float:
+        tp, fp, fn = counts(y, p)
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+    def precision(y: np.ndarray, p: np.ndarray) -> float:
+        tp, fp, _ = counts(y, p)
+        return tp / (tp + fp) if tp + fp else 0.0
+
+    def recall(y: np.ndarray, p: np.ndarray) -> float:
+        tp, _, fn = counts(y, p)
+        return tp / (tp + fn) if tp + fn else 0.0
+
+    def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+        return float(np.mean(y == p)) if len(y) else 0.0
+
+    return {"f1": f1, "precision": precision, "recall": recall, "accuracy": accuracy}.get(name)
+
+
 def performance_drift(new_score: float, recorded_score: float, relative_tolerance: float = 0.0,
-                      rule: str = "lower", direction: str = "higher") -> tuple[bool, str]:
-    """The original project's rule: drift when the production model scores lower on the new
-    data than its recorded score; `relative_tolerance` forgives a relative drop that small.
-    For a metric where lower is better (``direction="lower"``: RMSE) "scores lower" means a
-    higher number: drift when the new error exceeds the recorded one x (1 + tolerance)."""
-    if rule != "lower":
-        raise ValueError(f"drift.performance.rule={rule!r}: only 'lower' is defined")
+                      rule: str = "lower", upper_bound: float | None = None,
+                      alpha: float | None = None, direction: str = "higher") -> tuple[bool, str]:
+    """Did the production model get worse on the new data than its recorded score?
+
+    * ``significant`` (default in config.yaml): only when the drop is significant at ``alpha``:
+      the one-sided (1 - alpha) bound of the new batch's score on its better side
+      (``upper_bound``, see ``bootstrap_upper_bound``; for an error metric the lower bound) is
+      still worse than the recorded score with the tolerance. A batch from the same
+      distribution scores worse about half the time by noise alone; this rule retrains on such
+      a batch with probability about ``alpha``.
+    * ``lower`` (the original project's rule): any drop past the tolerance.
+
+    For a metric where lower is better (``direction="lower"``: RMSE, WMAPE) "worse" is a higher
+    number and the tolerance is ``recorded x (1 + relative_tolerance)``.
+    """
+    if rule not in PERFORMANCE_RULES:
+        raise ValueError(f"drift.performance.rule={rule!r}: expected one of {', '.join(PERFORMANCE_RULES)}")
     if math.isnan(new_score):
         return False, "no score on the new data"
-    if direction == "lower":
-        limit = recorded_score * (1.0 + relative_tolerance)
-        tol = f" x (1 + {relative_tolerance})" if relative_tolerance else ""
-        if new_score > limit:
-            return True, f"new error {new_score:.4f} > recorded {recorded_score:.4f}{tol} (lower is better)"
-        return False, f"new error {new_score:.4f} <= recorded {recorded_score:.4f}{tol} (lower is better)"
-    threshold = recorded_score * (1.0 - relative_tolerance)
-    if new_score < threshold:
-        return True, (f"new score {new_score:.4f} < recorded {recorded_score:.4f}"
-                      + (f" x (1 - {relative_tolerance})" if relative_tolerance else ""))
-    return False, (f"new score {new_score:.4f} >= recorded {recorded_score:.4f}"
-                   + (f" x (1 - {relative_tolerance})" if relative_tolerance else ""))
+    lower_better = direction == "lower"
+    threshold = recorded_score * ((1.0 + relative_tolerance) if lower_better else (1.0 - relative_tolerance))
+    sign = "+" if lower_better else "-"
+    target = f"recorded {recorded_score:.4f}" + (f" x (1 {sign} {relative_tolerance})" if relative_tolerance else "")
+    worse, worse_sym, ok_sym = ((lambda a: a > threshold), ">", "<=") if lower_better else (
+        (lambda a: a < threshold), "<", ">=")
+    what = "error" if lower_better else "score"
+    note = " (lower is better)" if lower_better else ""
+    if rule == "lower":
+        if worse(new_score):
+            return True, f"new {what} {new_score:.4f} {worse_sym} {target}{note}"
+        return False, f"new {what} {new_score:.4f} {ok_sym} {target}{note}"
+    if upper_bound is None or math.isnan(upper_bound):
+        return False, f"new {what} {new_score:.4f}: no confidence bound (too few examples)"
+    level = f"{1 - (alpha or 0):.0%}"
+    side = "lower" if lower_better else "upper"
+    if worse(upper_bound):
+        return True, (f"new {what} {new_score:.4f}, {side} {level} bound {upper_bound:.4f} {worse_sym} "
+                      f"{target}{note}: a significant drop")
+    return False, (f"new {what} {new_score:.4f}, {side} {level} bound {upper_bound:.4f} {ok_sym} {target}{note}: "
+                   "not a significant drop (sampling noise)")

@@ -10,18 +10,76 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 T = TypeVar("T")
 
 
 class StepConfigError(ValueError):
     """The step's config file is missing or does not match what the step declares."""
+
+
+class ConfigValueError(ValueError):
+    """A config value of the right type but out of range; ``key`` is the full dotted key."""
+
+    def __init__(self, key: str, expected: str, value: Any):
+        self.key, self.expected, self.value = key, expected, value
+        super().__init__(f"{key}: expected {expected}, got {value!r}")
+
+
+def require(ok: bool, key: str, expected: str, value: Any) -> None:
+    """Range checks in a dataclass's ``__post_init__``: fail with the full key, e.g.
+    ``training.C: expected a positive float, got -1.0``."""
+    if not ok:
+        raise ConfigValueError(key, expected, value)
+
+
+_TYPE_WORDS = {"Float": "a float", "Integer": "an integer", "Boolean": "true or false",
+               "String": "a string"}
+
+
+def _expected_of(schema: type, parts: list[str]) -> str | None:
+    """The ``EXPECTED`` wording a dataclass declares for a (nested) key, if any."""
+    import dataclasses
+    import typing
+
+    owner: Any = schema
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(owner):
+            return None
+        try:
+            owner = typing.get_type_hints(owner).get(part)
+        except Exception:
+            return None
+    expected = getattr(owner, "EXPECTED", None)
+    return expected.get(parts[-1]) if isinstance(expected, dict) else None
+
+
+def build_config(schema: type[T], raw: dict[str, Any], prefix: str = "") -> T:
+    """``raw`` typed as ``schema`` (OmegaConf structured config plus its ``__post_init__``
+    checks); any mismatch is one ConfigValueError line naming the full key."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(raw))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ConfigValueError as exc:
+        if prefix and not exc.key.startswith(prefix):
+            raise ConfigValueError(prefix + exc.key, exc.expected, exc.value) from None
+        raise
+    except ConfigKeyError as exc:
+        key = prefix + str(exc.full_key or exc.key)
+        raise ConfigValueError(key, f"a key the step knows ({key} is not one)", "unknown key") from None
+    except ValidationError as exc:
+        full = str(exc.full_key or exc.key)
+        match = re.search(r"converted to (\w+)|not a valid (bool)", str(exc))
+        expected = (_expected_of(schema, full.split("."))
+                    or (_TYPE_WORDS.get(match[1] or "Boolean") if match else str(exc).splitlines()[0]))
+        raise ConfigValueError(prefix + full, expected, exc.value) from None
 
 
 @dataclass
@@ -68,8 +126,9 @@ def load_step_config(path: str | Path, schema: type[T]) -> T:
                               "run the step through main.py or pass --config)")
     try:
         raw = json.loads(path.read_text())
-        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(raw))
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        return build_config(schema, raw)
+    except ConfigValueError as exc:
+        raise StepConfigError(f"invalid step config {path}: {exc}") from None
     except (json.JSONDecodeError, OmegaConfBaseException) as exc:
         raise StepConfigError(f"invalid step config {path}: {exc}") from exc
 

@@ -6,6 +6,7 @@ A step returns an exit code; non-zero marks the run FAILED so the pipeline stops
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -32,10 +33,21 @@ def run_step(description: str, schema: type[T], go: Callable[[T], int]) -> None:
         log.error("%s", exc)
         sys.exit(2)
 
-    import mlflow
+    from utils.pipeline.failures import note_context, run_entry
 
-    with mlflow.start_run():
-        code = go(config)
-        if code:
-            mlflow.end_run(status="FAILED")
-    sys.exit(code)
+    note_context(state_dir=getattr(config, "state_dir", None),
+                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+
+    def in_run() -> int:
+        import mlflow
+
+        from utils.pipeline.stale_runs import owner_tags
+
+        with mlflow.start_run():
+            mlflow.set_tags(owner_tags())
+            code = go(config)
+            if code:
+                mlflow.end_run(status="FAILED")
+        return code
+
+    sys.exit(run_entry(in_run))   # an operational failure: one line, exit 1

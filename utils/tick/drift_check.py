@@ -29,11 +29,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.monitoring.drift import DriftSettings, nlu_drift, performance_drift, tabular_drift
+from utils.monitoring.drift import (
+    DriftSettings,
+    binary_metric,
+    bootstrap_upper_bound,
+    nlu_drift,
+    performance_drift,
+    tabular_drift,
+)
 from utils.models.model_store import ModelStore, parse_version_id
 from utils.pipeline.paths import REPO_ROOT, StatePaths
 
@@ -98,16 +108,46 @@ def new_nlu_examples(reference: list[Any], current: list[Any]) -> list[Any]:
 
 
 # ---- performance ----------------------------------------------------------------------------
-def _tabular_score(model_dir: Path, rows: Any, schema: Any) -> dict[str, float]:
+ScoreOf = Callable[[np.ndarray], float]   # score of a resample (indices into the new batch)
+
+
+def _tabular_score(model_dir: Path, rows: Any, schema: Any, metric: str) -> tuple[dict[str, float], ScoreOf]:
+    """The production model's metrics on the new rows, and ``metric`` of any resample of them
+    (predicted once; the bootstrap only re-counts)."""
     import mlflow.sklearn
 
-    from utils.models.scoring_lib import tabular_report
+    from utils.data.table_schema import feature_frame, label_values
+    from utils.models.scoring_lib import classification_report, multiclass_report, regression_report, tabular_report
 
     model = mlflow.sklearn.load_model(str(model_dir))
-    return tabular_report(model, rows, schema)["metrics"]
+
+    metrics = tabular_report(model, rows, schema)["metrics"]
+    y_true = np.asarray(label_values(rows, schema), dtype=object)
+    y_pred = np.asarray(model.predict(feature_frame(rows, schema)), dtype=object)
+    if schema.problem == "regression":
+        y_true, y_pred = y_true.astype(float), y_pred.astype(float)
+
+        def score_of(idx: np.ndarray) -> float:
+            return float(regression_report(y_true[idx], y_pred[idx])["metrics"].get(metric, math.nan))
+    elif schema.problem == "multiclass":
+        def score_of(idx: np.ndarray) -> float:
+            return float(multiclass_report(y_true[idx], y_pred[idx], schema.classes)["metrics"].get(metric, math.nan))
+    else:
+        pos = schema.positive_label if schema.positive_label is not None else schema.classes[-1]
+        t01, p01 = (y_true == pos).astype(int), (y_pred == pos).astype(int)
+        fast = binary_metric(metric)
+
+        def score_of(idx: np.ndarray) -> float:
+            if fast is not None:
+                return fast(t01[idx], p01[idx])
+            sub = classification_report(y_true[idx], y_pred[idx], None, schema.classes, schema.positive_label)
+            return float(sub["metrics"].get(metric, math.nan))
+
+    return metrics, score_of
 
 
-def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[str, float]:
+def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int,
+               primary: str) -> tuple[dict[str, float], ScoreOf]:
     from utils.models.nlu_metrics import nlu_metrics
     from utils.models.scoring_lib import NLU_SCALAR_METRICS, nlu_predict_function
 
@@ -115,8 +155,20 @@ def _nlu_score(model_dir: Path, examples: list[Any], batch_size: int) -> dict[st
     rows: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
         rows.extend(predict([e.text for e in examples[start:start + batch_size]]))
-    report = nlu_metrics(examples, [str(r["intent"]) for r in rows], [list(r["tags"]) for r in rows])
-    return {k: float(report[k]) for k in NLU_SCALAR_METRICS}
+    intents = [str(r["intent"]) for r in rows]
+    tags = [list(r["tags"]) for r in rows]
+    report = nlu_metrics(examples, intents, tags)
+    intent_ok = np.array([p == e.intent for p, e in zip(intents, examples)], dtype=float)
+    exact = intent_ok * np.array([list(t) == list(e.tags) for t, e in zip(tags, examples)], dtype=float)
+    per_example = {"intent_accuracy": intent_ok, "exact_match": exact}.get(primary)
+
+    def score_of(idx: np.ndarray) -> float:
+        if per_example is not None:
+            return float(per_example[idx].mean())
+        sub = nlu_metrics([examples[i] for i in idx], [intents[i] for i in idx], [tags[i] for i in idx])
+        return float(sub.get(primary, math.nan))
+
+    return {k: float(report[k]) for k in NLU_SCALAR_METRICS}, score_of
 
 
 def check_performance(cfg: DictConfig, store: ModelStore, new: Any, schema: Any = None) -> dict[str, Any]:
@@ -127,8 +179,11 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any, schema: Any 
     scores = (store.read_scores(production) or {}) if production and store.has_version(production) else {}
     metric = scores.get("primary_metric") or task.primary_metric
     direction = scores.get("direction") or "higher"
+    rule = str(perf_cfg.rule)
+    alpha = float(OmegaConf.select(cfg, "drift.performance.alpha", default=None) or cfg.drift.alpha)
+    n_boot = int(OmegaConf.select(cfg, "drift.performance.bootstrap", default=1000) or 1000)
     out: dict[str, Any] = {"production": production, "metric": metric, "direction": direction, "drift": None,
-                           "n_examples": len(new), "rule": perf_cfg.rule,
+                           "n_examples": len(new), "rule": rule, "alpha": alpha,
                            "relative_tolerance": float(perf_cfg.relative_tolerance)}
     if production is None:
         out["reason"] = "no production model"
@@ -145,13 +200,17 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any, schema: Any 
         return out
     model_dir = store.model_dir(production)
     if task.name == "tabular":
-        metrics = _tabular_score(model_dir, new, schema)
+        metrics, score_of = _tabular_score(model_dir, new, schema, metric)
     else:
-        metrics = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)))
+        metrics, score_of = _nlu_score(model_dir, new, int(OmegaConf.select(cfg, "scoring.batch_size", default=256)),
+                                       metric)
     score = metrics.get(metric, math.nan)
-    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), perf_cfg.rule,
-                                      direction)
+    upper = (bootstrap_upper_bound(score_of, len(new), alpha, n_boot, upper=direction != "lower")
+             if rule == "significant" and not math.isnan(score) else None)
+    drift, reason = performance_drift(score, recorded, float(perf_cfg.relative_tolerance), rule,
+                                      upper_bound=upper, alpha=alpha, direction=direction)
     out.update({"new_score": score, "recorded_score": recorded, "metrics": metrics,
+                "upper_bound": upper, "n_bootstrap": n_boot if upper is not None else 0,
                 "drift": drift, "reason": reason})
     return out
 
@@ -274,8 +333,11 @@ def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> 
         metrics[f"statistic.{test['test']}.{test['feature']}"] = float(test["statistic"])
     for feature, value in report["distribution"]["psi"].items():
         metrics[f"psi.{feature}"] = float(value)
+    from utils.pipeline.stale_runs import end_stale_runs, owner_tags
+
+    end_stale_runs(mlflow.MlflowClient(), [experiment_id])   # a killed tick's or chain's runs
     with mlflow.start_run(experiment_id=experiment_id, run_name="drift-check") as run:
-        mlflow.set_tags({"pipeline.kind": "drift_check", "pipeline.task": cfg.task.name,
+        mlflow.set_tags({**owner_tags(), "pipeline.kind": "drift_check", "pipeline.task": cfg.task.name,
                          "pipeline.tick": report["tick"],
                          "drift.performance": str(outcome.performance),
                          "drift.distribution": str(outcome.distribution)})
