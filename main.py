@@ -427,7 +427,8 @@ def changed_overrides() -> list[str]:
 
 def parent_run_name(cfg: DictConfig, names: list[str], overrides: list[str]) -> str:
     """`nlu_query_model 12-01 22:50 training.epochs=1`: tellable apart in the MLflow run list."""
-    shown = [o for o in overrides if not o.startswith(("task=", "main.steps="))]  # steps: in [...]
+    # steps are in [...]; data paths are long and in the run's description (the note)
+    shown = [o for o in overrides if not o.startswith(("task=", "main.steps=", "data.source_dir=", "data.test_path="))]
     steps = "" if len(names) == len(STEPS) else f" [{','.join(names)}]"
     name = f"{cfg.task.model_name} {time.strftime('%m-%d %H:%M')}{steps}" + (f" {' '.join(shown)}" if shown else "")
     return name if len(name) <= 120 else name[:119] + "…"
@@ -481,7 +482,8 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
     if candidate and candidate.get("version"):
         text = candidate["version"]
         if candidate.get("score") is not None:
-            text += f" ({cfg.task.primary_metric} {candidate['score']:.4f} on the test data)"
+            scored_by = (store.read_scores(candidate["version"]) or {}).get("primary_metric") or metric
+            text += f" ({scored_by} {candidate['score']:.4f} on the test data)"
         else:
             text += " (not scored in this run)"
         if candidate.get("decision"):

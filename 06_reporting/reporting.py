@@ -230,8 +230,12 @@ def go(config: ReportingConfig) -> int:
     store = ModelStore(paths.models_dir)
     production = diagnostics.get("model_version")
     history = rl.metric_history(store, task.model_name)
-    scores = store.read_scores(production) if production and store.has_version(production) else None
-    metadata = store.read_metadata(production) if production and store.has_version(production) else {}
+    try:
+        scores = store.read_scores(production) if production and store.has_version(production) else None
+        metadata = store.read_metadata(production) if production and store.has_version(production) else {}
+    except (OSError, ValueError) as exc:     # the report still renders, saying so
+        log.error("production %s has an unreadable state file (%s): reported without its scores", production, exc)
+        scores, metadata = None, {}
     primary = (scores or {}).get("primary_metric") or metadata.get("primary_metric") or task.primary_metric
     plots = make_plots(task, diagnostics, history, reports, metadata, primary)
     predictions = diagnostics.get("predictions", {})

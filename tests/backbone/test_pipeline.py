@@ -113,7 +113,7 @@ def test_failed_step_leaves_production_serving(tabular_chain, tmp_path):
     production is unchanged. (Bad hyperparameters never get this far: main.py rejects them.)"""
     state = tmp_path / "state"
     shutil.copytree(tabular_chain, state, symlinks=True)
-    StatePaths.of(state).finaldata_csv.write_text("corporation,unexpected\nx,1\n")
+    StatePaths.of(state).model("attrition_model").finaldata_csv.write_text("corporation,unexpected\nx,1\n")
     proc = run_main("main.steps='model_training,model_scoring,model_deployment'", state_dir=state,
                     check=False)
     assert proc.returncode != 0 and "step model_training failed" in proc.stderr

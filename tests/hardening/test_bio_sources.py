@@ -36,11 +36,11 @@ def run_ingestion(state_dir: Path, source: Path, experiment_id: str) -> int:
 
 
 def ingested(state_dir: Path) -> pd.DataFrame:
-    return pd.read_json(StatePaths.of(state_dir).finaldata_jsonl, lines=True)
+    return pd.read_json(StatePaths.of(state_dir).model("attrition_model").finaldata_jsonl, lines=True)
 
 
 def statuses(state_dir: Path) -> list[str]:
-    with open(StatePaths.of(state_dir).ingest_record, newline="") as fh:
+    with open(StatePaths.of(state_dir).model("attrition_model").ingest_record, newline="") as fh:
         return [r["status"] for r in csv.DictReader(fh)]
 
 

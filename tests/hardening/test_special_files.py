@@ -59,7 +59,7 @@ def run_ingestion(state_dir: Path, source: Path, experiment_id: str, **data) -> 
 
 
 def record(state_dir: Path) -> list[dict]:
-    with open(StatePaths.of(state_dir).ingest_record, newline="") as fh:
+    with open(StatePaths.of(state_dir).model("attrition_model").ingest_record, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -116,7 +116,7 @@ def test_ingestion_skips_special_files_records_them_once_and_ingests_the_rest(tm
     assert set(skipped) == {"pipe.csv", "zero.csv", "dangling.csv", "loop1.csv", "loop2.csv",
                             "link_to_regular.csv", "system.csv"}
     assert len(rows) == 9
-    paths = StatePaths.of(state_dir)
+    paths = StatePaths.of(state_dir).model("attrition_model")
     assert len(paths.finaldata_csv.read_text().splitlines()) == 41
     # the second run records nothing new: each skipped name is recorded once
     assert run_ingestion(state_dir, src, tracking) == 0
@@ -136,7 +136,7 @@ def test_follow_symlinks_reads_only_links_to_regular_files(tmp_path, state_dir, 
     # /etc/passwd is read (the user asked for links) but is no CSV of the schema: quarantined,
     # and the quarantine holds the link itself, never the system file's contents
     assert by_file["system.csv"]["status"] == "quarantined"
-    q = next(p for p in StatePaths.of(state_dir).quarantine_dir.iterdir() if p.name.endswith("system.csv"))
+    q = next(p for p in StatePaths.of(state_dir).model("attrition_model").quarantine_dir.iterdir() if p.name.endswith("system.csv"))
     assert q.is_symlink() and os.readlink(q) == "/etc/passwd"
 
 

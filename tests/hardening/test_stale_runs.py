@@ -57,7 +57,7 @@ def test_next_chain_cleans_up_a_killed_chain(state_dir, tracking):
     client = mlflow.MlflowClient()
     parent = running_run(client, tracking, {**owner_tags(), PID_TAG: str(dead_pid())})
     child = running_run(client, tracking, {"mlflow.parentRunId": parent})
-    store = ModelStore(StatePaths.of(state_dir).models_dir)
+    store = ModelStore(StatePaths.of(state_dir).model("m").models_dir)
     store.add_version("m-v1", fake_model(state_dir, "a"), {"model_name": "m", "run_id": child})
     store.add_version("m-v2", fake_model(state_dir, "b"), {"model_name": "m", "run_id": child})
     store.write_score("m-v1", {"f1": 0.5}, "f1")
@@ -71,7 +71,7 @@ def test_version_of_a_live_chain_is_not_marked(state_dir, tracking):
     client = mlflow.MlflowClient()
     parent = running_run(client, tracking, owner_tags())
     child = running_run(client, tracking, {"mlflow.parentRunId": parent})
-    store = ModelStore(StatePaths.of(state_dir).models_dir)
+    store = ModelStore(StatePaths.of(state_dir).model("m").models_dir)
     store.add_version("m-v1", fake_model(state_dir, "a"), {"model_name": "m", "run_id": child})
     main.clean_up_after_killed_runs(tracking, store, "m")
     assert not store.is_abandoned("m-v1") and status(client, child) == "RUNNING"

@@ -331,3 +331,14 @@ def test_report_drift_section_renders_in_headless_chromium(tabular_copy, tmp_pat
     assert new_orange.sum() > 2000, "the new rows' distributions (orange) are not drawn"
     reference_blue = ((b - r) > 40) & (b > 120) & (r < 180)
     assert reference_blue.sum() > 2000, "the reference distributions (blue) are not drawn"
+
+
+def test_an_unreadable_version_is_shown_not_fatal(tabular_copy):
+    """A broken scores.json of an old version: the report renders and names it."""
+    root, experiment_id = tabular_copy
+    (root / "models" / "attrition_model" / "versions" / "attrition_model-v2" / "scores.json").write_text("{broken")
+    _, reporting = load_steps()
+    code, _ = run_in_pipeline(reporting.go, reporting_config(root, TABULAR_TASK), "reporting", experiment_id)
+    assert code == 0
+    html = (root / "reports" / "attrition_model" / "report.html").read_text()
+    assert "attrition_model-v2" in html and "unreadable" in html

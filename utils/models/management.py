@@ -90,8 +90,11 @@ def _evaluate(paths: StatePaths, name: str, test_path: Path | None, batch_size: 
         report = score_model_dir(store.model_dir(version), task, test, batch_size)
     except ValueError as exc:
         raise CatalogError(f"model {name!r}: cannot score on {test}: {exc}") from None
-    record = {"version": version, "primary_metric": task.primary_metric, "metrics": report["metrics"],
-              "score": report["metrics"].get(task.primary_metric), "test_data": str(test), "source": source}
+    from utils.models.scoring_lib import primary_metric_for
+
+    primary = metadata.get("primary_metric") or primary_metric_for(task.primary_metric, report.get("problem"))
+    record = {"version": version, "primary_metric": primary, "metrics": report["metrics"],
+              "score": report["metrics"].get(primary), "test_data": str(test), "source": source}
     append_monitoring(paths, name, record)
     return record
 

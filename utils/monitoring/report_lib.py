@@ -133,11 +133,15 @@ def metric_history(store: ModelStore, model_name: str) -> list[dict[str, Any]]:
     production = store.production_version()
     points = []
     for version in store.list_versions(model_name):
-        meta = store.read_metadata(version)
-        scores = store.read_scores(version) or {}
+        try:
+            meta = store.read_metadata(version)
+            scores = store.read_scores(version) or {}
+            score, error = store.read_score(version), None
+        except (OSError, ValueError) as exc:   # one unreadable version is shown, never fatal
+            meta, scores, score, error = {}, {}, None, f"unreadable: {exc}"
         points.append({"version": version, "number": parse_version_id(version)[1],
-                       "created": meta.get("created"), "score": store.read_score(version),
-                       "metric": scores.get("primary_metric"),
+                       "created": meta.get("created"), "score": score,
+                       "metric": scores.get("primary_metric"), "error": error,
                        "deployed": version in deployed_at, "deployed_at": deployed_at.get(version),
                        "production": version == production})
     return points
