@@ -32,6 +32,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from utils.tick.tick_lock import pid_alive
+
 _VERSION_RE = re.compile(r"^(?P<name>.+)-v(?P<number>\d+)$")
 
 
@@ -50,16 +52,6 @@ def parse_version_id(version: str) -> tuple[str, int]:
     if not match:
         raise ModelStoreError(f"not a store version name: {version!r} (expected <model>-v<N>)")
     return match["name"], int(match["number"])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _STAGING_RE = re.compile(r"^\.staging-.+-p(?P<pid>\d+)-[0-9a-f]{8}$")
@@ -291,7 +283,7 @@ class ModelStore:
                     age = now_s - child.lstat().st_mtime
                 except OSError:
                     continue
-                dead = (not _pid_alive(int(match["pid"]))) if match else age > _STALE_DEBRIS_S
+                dead = (not pid_alive(int(match["pid"]))) if match else age > _STALE_DEBRIS_S
                 if dead:
                     shutil.rmtree(child, ignore_errors=True)
                     removed.append(child)
