@@ -64,8 +64,11 @@ def run_main(*overrides: str, state_dir: Path, check: bool = True, timeout: int 
         if not source.is_dir():
             copy_embedded_tabular(source)
         overrides = (f"data.source_dir={source}", *overrides)
-    cmd = [PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state_dir}",
-           "diagnostics.pypi_url=null", *overrides]
+    # Hydra's flags (`-m`, `--cfg`) go before every override: argparse takes one run of positionals.
+    flags = [o for o in overrides if o.startswith("-")]
+    values = [o for o in overrides if not o.startswith("-")]
+    cmd = [PYTHON, str(REPO_ROOT / "main.py"), *flags, f"paths.state_dir={state_dir}",
+           "diagnostics.pypi_url=null", *values]
     proc = subprocess.run(cmd, cwd=state_dir.parent, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:

@@ -17,6 +17,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from api.jobs import JobStore
+from utils.tick.tick_lock import clear_holder, write_holder
 
 
 def main(argv: list[str]) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
             log.write(f"{message}\n".encode())
             store.update(args.job, state="failed", finished=time.time(), error=message)
             return 1
+        write_holder(args.lock, f"api.jobrunner job {args.job}: {' '.join(command)}")
         try:
             store.update(args.job, state="running", started=time.time())
             log.write(f"$ {' '.join(command)}\n".encode())
@@ -59,6 +61,7 @@ def main(argv: list[str]) -> int:
                          error=None if code == 0 else f"exit status {code}; see the log")
             return code
         finally:
+            clear_holder(args.lock)
             lock.release()
 
 

@@ -86,6 +86,25 @@ def test_retrain_runs_in_the_background_and_reports_its_state(client, state, mon
     assert [j["id"] for j in listed] == [job_id]
 
 
+def test_a_running_job_names_itself_in_the_lock_file(client, state, monkeypatch):
+    """A tick or a dry run that finds the lock held says "an API retrain job", not "holder unknown"."""
+    from fullprocess import describe_holder
+    from utils.models import management
+    from utils.tick.tick_lock import read_holder
+
+    monkeypatch.setattr(management, "retrain_command", lambda *a: fake_command(0, 3.0))
+    job_id = client.post("/admin/retrain", headers=auth()).get_json()["job_id"]
+    deadline = time.monotonic() + 20
+    holder = None
+    while holder is None and time.monotonic() < deadline:
+        holder = read_holder(state / "fullprocess.lock")
+        time.sleep(0.05)
+    assert holder is not None and job_id in holder.command
+    assert describe_holder(holder).startswith("an API retrain job")
+    assert wait_job(client, job_id)["state"] == "succeeded"
+    assert read_holder(state / "fullprocess.lock") is None      # cleared before release
+
+
 def test_failed_job_and_unknown_ids(client, monkeypatch):
     from utils.models import management
 
@@ -121,6 +140,6 @@ def test_retrain_command_is_the_models_chain_from_training(tmp_path):
     assert "main.steps='model_training,model_scoring,model_deployment'" in cmd
     assert cmd[-1] == f"paths.state_dir={paths.state_dir}"
     assert {"task=tabular", "data.source_dir=/data/eu", "training.C=0.5", "task.model_name=churn_eu",
-            "main.tracking_uri=http://127.0.0.1:5000"} <= set(cmd)
+            "main.tracking_uri=http://127.0.0.1:5000", "main.reuse_runs=false"} <= set(cmd)
     with pytest.raises(Exception, match="no model 'other'.*churn_eu"):
         retrain_command(paths, "other")

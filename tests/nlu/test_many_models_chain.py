@@ -56,7 +56,7 @@ def test_both_models_deployed_side_by_side(two_chains):
     assert (state / "ingested" / "nlu_query_model" / "finaldata.jsonl").is_file()
     client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
     for name in ("attrition_model", "nlu_query_model"):
-        assert client.get_model_version_by_alias(name, "champion").version == "1"
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     for name in ("attrition_model", "nlu_query_model"):
         manifest = json.loads((state / "models" / name / "model.json").read_text())
         assert manifest["task"] == ("nlu" if name.startswith("nlu") else "tabular")

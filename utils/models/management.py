@@ -38,7 +38,11 @@ def resume(paths: StatePaths, name: str, reason: str = "", by: str = "cli") -> C
 
 def retrain_command(paths: StatePaths, name: str, extra_overrides: Sequence[str] = (),
                     steps: Sequence[str] = RETRAIN_STEPS) -> list[str]:
-    """main.py for this model (its manifest's overrides) from training to deployment."""
+    """main.py for this model (its manifest's overrides) from training to deployment.
+
+    A manual retrain trains anew (`main.reuse_runs=false`): an operator who presses "retrain"
+    wants a fresh version, not the cached run of the same inputs; the gate still decides.
+    """
     require_model(paths, name)
     manifest = read_manifest(paths, name)
     if not manifest:
@@ -47,7 +51,8 @@ def retrain_command(paths: StatePaths, name: str, extra_overrides: Sequence[str]
     recorded = [o for o in manifest.get("overrides") or []
                 if not o.lstrip("+~").startswith(("task.model_name=", "paths.state_dir=", "main.steps="))]
     return [sys.executable, str(REPO_ROOT / "main.py"), *recorded, *extra_overrides,
-            f"task.model_name={name}", f"main.steps='{','.join(steps)}'", f"paths.state_dir={paths.state_dir}"]
+            f"task.model_name={name}", "main.reuse_runs=false", f"main.steps='{','.join(steps)}'",
+            f"paths.state_dir={paths.state_dir}"]
 
 
 def evaluate(paths: StatePaths, name: str, test_path: Path | None = None, batch_size: int = 256,

@@ -53,6 +53,22 @@ def read_holder(path: Path) -> Holder | None:
                   str(raw.get("command", "")))
 
 
+def write_holder(path: Path, command: str) -> None:
+    """Record who holds the lock (call only while holding it): a waiting tick or a dry run can
+    then name the holder instead of "holder unknown"."""
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+              "command": command[:500]}
+    with open(path, "r+") as fh:   # no O_TRUNC at open: truncate only once we hold it
+        fh.truncate(0)
+        fh.write(json.dumps(record))
+
+
+def clear_holder(path: Path) -> None:
+    """Empty the record before releasing: a record left behind means its holder died."""
+    with open(path, "r+") as fh:
+        fh.truncate(0)
+
+
 def _state(pid: int) -> str | None:
     """The process state letter from /proc (None where /proc is not available)."""
     try:
@@ -160,7 +176,7 @@ class TickLock:
             holder = read_holder(self.path)
             if holder is None or holder.age_s <= self.max_age_s or not self._stop(holder):
                 if holder is None:
-                    log.info("another pipeline run holds %s (no holder record: an API retrain job?): "
+                    log.info("another pipeline run holds %s (no holder record): "
                              "nothing to do", self.path)
                 else:
                     log.info("another tick (pid %s on %s, started %.0f s ago) holds %s: nothing to do",
@@ -200,15 +216,10 @@ class TickLock:
         return not pid_alive(holder.pid)
 
     def _write_record(self) -> None:
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                  "command": " ".join(sys.argv)[:500]}
-        with open(self.path, "r+") as fh:   # no O_TRUNC at open: truncate only once we hold it
-            fh.truncate(0)
-            fh.write(json.dumps(record))
+        write_holder(self.path, " ".join(sys.argv))
 
     def release(self) -> None:
         if self._lock is not None:
-            with open(self.path, "r+") as fh:
-                fh.truncate(0)
+            clear_holder(self.path)
             self._lock.release(force=True)
             self._lock = None
