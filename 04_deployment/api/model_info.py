@@ -46,6 +46,9 @@ def model_summary(svc: Any, name: str) -> dict[str, Any]:
             meta = store.read_metadata(production)
             out["task"] = out["task"] or meta.get("task")
             out["score"] = store.read_score(production)
+            # the metric the score is in: scores.json resolves the config's "auto" to f1, rmse...
+            resolved = (store.read_scores(production) or {}).get("primary_metric")
+            out["primary_metric"] = resolved or out["primary_metric"]
             deployed = last_event(store, {"deploy", "rollback"}, production)
             out["deployed_at"] = deployed.get("time") if deployed else None
         latest = store.list_versions()

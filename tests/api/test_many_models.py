@@ -50,6 +50,14 @@ def test_models_lists_every_model_with_its_facts(make_app, two_models):
     assert by_name["nlu_query_model"]["task"] == "nlu" and by_name["nlu_query_model"]["paused"] is False
 
 
+def test_models_names_the_resolved_metric_not_auto(make_app, two_models):
+    """A manifest of task.primary_metric=auto lists the metric the production score is in."""
+    write_manifest(StatePaths.of(two_models), "attrition_model",
+                   {"task": "tabular", "primary_metric": "auto", "overrides": [], "test_path": str(TEST_CSV)})
+    body = make_app(two_models).test_client().get("/models").get_json()
+    assert {m["name"]: m["primary_metric"] for m in body["models"]}["attrition_model"] == "f1"
+
+
 def test_each_model_answers_on_its_own_path(make_app, two_models):
     client = make_app(two_models).test_client()
     r = client.post("/models/attrition_model/prediction", json={"records": [RECORD]})
