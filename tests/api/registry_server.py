@@ -98,8 +98,10 @@ def register_version(uri: str, name: str, model_dir: Path, score: float | None =
         with mlflow.start_run(experiment_id=experiment.experiment_id):
             import sklearn
 
+            from mlflow.models import Model
+
             info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model_dir)), name="model",
-                                            registered_model_name=name,
+                                            registered_model_name=name, signature=Model.load(str(model_dir)).signature,
                                             pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
             number = int(info.registered_model_version)
             mlflow.log_dict({"model_name": name, "registry_version": number, "task": task},

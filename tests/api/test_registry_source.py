@@ -15,12 +15,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.api.conftest import API_KEY, RECORD, free_port
+from tests.api.conftest import API_KEY, FEATURES, RECORD, free_port
 from tests.api.registry_server import RegistryServer, register_version, set_champion
-from utils.models.registry_gate import read_champion
+from utils.models.registry_gate import RegistryLockTimeout, champion_lock, gate_and_move, read_champion
 from utils.models.registry_mirror import RegistryMirror
 
 WORKER = Path(__file__).with_name("gate_race_worker.py")
+ROW = {k: RECORD[k] for k in FEATURES}     # the models here carry no task config: no id column
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_registry_served_app_swaps_without_a_failed_request_and_degrades(server,
                  f"api.registry_cache_dir={tmp_path / 'cache'}", "api.prediction_log=false"]
     app = make_app(tmp_path / "state", *overrides)
     client = app.test_client()
-    r = client.post(f"/models/{name}/prediction", json={"records": [RECORD]})
+    r = client.post(f"/models/{name}/prediction", json={"records": [ROW]})
     assert r.status_code == 200 and r.json["model_version"] == f"{name}-v{v1}"
     health = client.get("/health").json
     assert health["status"] == "ok" and health["registry"]["state"] == "ok"
@@ -102,11 +103,13 @@ def test_registry_served_app_swaps_without_a_failed_request_and_degrades(server,
     set_champion(server.url, name, v2)
     seen, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline:
-        r = client.post(f"/models/{name}/prediction", json={"records": [RECORD]})
+        r = client.post(f"/models/{name}/prediction", json={"records": [ROW]})
         seen.append((r.status_code, r.json.get("model_version")))
         if seen[-1][1] == f"{name}-v{v2}":
             break
     assert seen[-1] == (200, f"{name}-v{v2}") and all(code == 200 for code, _ in seen)
+    time.sleep(1.0)
+    assert client.get("/health").json["status"] == "ok"          # the poller keeps polling
 
     r = client.post(f"/admin/models/{name}/rollback", headers={"X-API-Key": API_KEY})
     assert r.status_code == 409 and "model_source=registry" in r.json["error"]["message"]
@@ -115,13 +118,48 @@ def test_registry_served_app_swaps_without_a_failed_request_and_degrades(server,
     dead = f"http://127.0.0.1:{free_port()}"
     down = make_app(tmp_path / "state", *overrides, f"main.tracking_uri={dead}", "api.registry_timeout_s=1")
     client = down.test_client()
-    r = client.post(f"/models/{name}/prediction", json={"records": [RECORD]})
+    r = client.post(f"/models/{name}/prediction", json={"records": [ROW]})
     assert r.status_code == 200 and r.json["model_version"] == f"{name}-v{v2}"
     health = client.get("/health").json
     assert health["status"] == "degraded" and health["registry"]["state"] == "unreachable"
     assert any(dead in p for p in health["problems"])
 
 
+def test_gate_aborts_when_the_champion_moves_outside_the_lock(server, model_dirs):
+    """Compare-and-set: a writer that ignores the lock moves the alias while the gate decides;
+    the gate notices on its re-read and leaves the alias where that writer put it."""
+    name = "cas_model"
+    v0 = register_version(server.url, name, model_dirs["v1"], 0.5)
+    other = register_version(server.url, name, model_dirs["v1"], 0.9)
+    candidate = register_version(server.url, name, model_dirs["v2"], 0.7)
+    set_champion(server.url, name, v0)
+    client = mlflow.MlflowClient(server.url)
+
+    def slow_rule(score, champion_score):
+        set_champion(server.url, name, other)          # e.g. someone in the MLflow UI
+        return score >= champion_score, "better"
+
+    result = gate_and_move(client, name, candidate, 0.7, slow_rule)
+    assert not result.deployed and "moved" in result.reason and result.champion.number == v0
+    assert read_champion(client, name).number == other
+    assert gate_and_move(client, name, candidate, 0.7, lambda s, c: (s >= c, "rule")).reason == "rule"
+    assert read_champion(client, name).number == other            # 0.7 < 0.9: rejected, under the lock
+
+
+def test_champion_lock_waits_times_out_and_breaks_a_stale_holder(server):
+    client = mlflow.MlflowClient(server.url)
+    with champion_lock(client, "held_model"):
+        with pytest.raises(RegistryLockTimeout, match="held_model.champion-lock"):
+            with champion_lock(client, "held_model", wait_s=0.5):
+                pass
+    client.create_registered_model("dead_model.champion-lock")      # a holder that died
+    started = time.monotonic()
+    with champion_lock(client, "dead_model", stale_s=1.0, wait_s=30):
+        assert time.monotonic() - started >= 1.0
+    assert not client.search_registered_models(filter_string="name LIKE '%champion-lock'")
+
+
+@pytest.mark.slow
 def test_champion_lock_is_exclusive_between_processes(server, tmp_path):
     """Two processes take the lock 5 times each and hold it 0.1 s: no two holds overlap."""
     script = (
@@ -147,6 +185,7 @@ def test_champion_lock_is_exclusive_between_processes(server, tmp_path):
     assert all(a[1] <= b[0] for a, b in zip(holds, holds[1:])), f"overlapping holds: {holds}"
 
 
+@pytest.mark.slow
 def test_two_gates_at_once_cannot_leave_the_worse_champion(server, model_dirs, tmp_path):
     """Champion v0 (0.5); candidates A (0.7) and B (0.6) gate at the same moment, B deciding
     slower. The naive gate (no lock, no re-read) lets B overwrite A; the project's gate never does."""
@@ -189,3 +228,23 @@ def _race(go: Path, commands: list[list[str]], timeout_s: float = 240) -> list:
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def test_registry_source_needs_a_tracking_server_and_valid_settings(tmp_path):
+    from api.settings import ApiConfigError, load_app_config
+
+    config = load_app_config(overrides=[f"paths.state_dir={tmp_path}", "api.model_source=registry"])
+    with pytest.raises(ApiConfigError, match="needs main.tracking_uri=http"):
+        config.registry_uri()
+    with pytest.raises(ApiConfigError, match="api.model_source=replica"):
+        load_app_config(overrides=[f"paths.state_dir={tmp_path}", "api.model_source=replica"])
+    with pytest.raises(ApiConfigError, match="api.registry_poll_s=0"):
+        load_app_config(overrides=[f"paths.state_dir={tmp_path}", "api.registry_poll_s=0"])
+    assert load_app_config(overrides=[f"paths.state_dir={tmp_path}"]).registry_cache == tmp_path / "registry_cache"
+
+
+def test_safe_uri_strips_credentials():
+    from utils.models.registry_mirror import safe_uri
+
+    assert safe_uri("https://bob:s3cret@mlflow.internal:5000/x") == "https://mlflow.internal:5000/x"
+    assert safe_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"

@@ -74,7 +74,8 @@ def champion_lock(client: Any, model_name: str, wait_s: float = 120.0, stale_s: 
                                            description=f"deploy lock of {model_name}: held by {owner}")
             break
         except MlflowException as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            # DOES_NOT_EXIST: the server's own existence check met the holder's release: contended
+            if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         created = _lock_created(client, name)
         now = time.monotonic()

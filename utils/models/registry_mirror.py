@@ -288,8 +288,8 @@ class RegistryMirror:
 
     # ---- the poller -------------------------------------------------------------------------
     def poll_and_record(self) -> None:
-        """One poll, its outcome in status.json; never raises (the poller must keep going)."""
-        now = time.time()
+        """One poll, its outcome in status.json; never raises (the poller must keep going).
+        Times are taken when the poll ends: a first poll that downloads for a minute is not stale."""
         try:
             served = self.poll_once()
         except RegistryUnreachable as exc:
@@ -303,9 +303,9 @@ class RegistryMirror:
         else:
             if self.status.state == "unreachable":
                 log.info("registry %s answers again", self.status.uri)
-            self.status.state, self.status.error, self.status.last_ok = "ok", None, now
+            self.status.state, self.status.error, self.status.last_ok = "ok", None, time.time()
             self.status.champions = served
-        self.status.checked = now
+        self.status.checked = time.time()
         try:
             _atomic_json(self.root / STATUS_FILE, self.status.to_dict())
         except OSError as exc:
@@ -314,7 +314,7 @@ class RegistryMirror:
     def _is_leader(self) -> bool:
         if self._leader is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._leader = FileLock(str(self.root / ".poller.lock"))
+            self._leader = FileLock(str(self.root / ".poller.lock"), thread_local=False)  # taken in start(), held by the thread
         if self._leader.is_locked:
             return True
         try:
