@@ -96,6 +96,7 @@ def chain(host: Path, server: RegistryServer, *extra: str):
     return run_main(*CHAIN, f"main.tracking_uri={server.url}", *extra, state_dir=host, timeout=900)
 
 
+@pytest.mark.timeout(2700)       # five chains on a busy 2-core machine: ~15 min
 def test_replicas_follow_deploys_rollbacks_and_survive_a_server_restart(tmp_path):
     import subprocess
 
@@ -148,11 +149,15 @@ def test_replicas_follow_deploys_rollbacks_and_survive_a_server_restart(tmp_path
 
         # rollback from host C (the operator CLI), both replicas follow
         before = time.time()
+        moved.clear()
+        watcher = threading.Thread(target=lambda: moved.append(wait_alias(client, 1)), daemon=True)
+        watcher.start()
         proc = subprocess.run([PYTHON, str(REPO_ROOT / "04_deployment/deployment.py"), "--rollback",
                                "--state-dir", str(tmp_path / "host_c"), "--tracking-uri", server.url],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        rolled = wait_alias(client, 1)
+        watcher.join(60)
+        rolled = moved[0]
         assert rolled >= before
         switched = traffic.wait_switched(f"{MODEL}-v1", rolled)
         rollback_switch_s = max(switched) - rolled
