@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: th
 
 from utils.data.hashing import sha256_file
 from utils.models.model_store import ModelStore, version_id
+from utils.models.registry_gate import REGISTRY_METADATA_ARTIFACT
 from utils.pipeline.paths import StatePaths
 from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
@@ -250,6 +251,8 @@ def go(config: TrainingConfig) -> int:
             "data_sha256": data_sha, "validation_metrics": metrics, "model_uri": info.model_uri,
             "task_config": asdict(task), **extra})
     mlflow.set_tag("pipeline.model_version", version)
+    # the store's metadata beside the run, for API replicas that serve from the registry
+    mlflow.log_dict(store.read_metadata(version), REGISTRY_METADATA_ARTIFACT)
     mlflow.MlflowClient().set_model_version_tag(task.model_name, str(info.registered_model_version),
                                                 "store_version", version)
     log.info("registered %s version %s -> %s (validation %s)", task.model_name,

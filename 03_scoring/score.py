@@ -86,6 +86,10 @@ def go(config: ScoringConfig) -> int:
     client = mlflow.MlflowClient()
     for key, value in metrics.items():
         client.set_model_version_tag(name, str(number), f"test_{key}", f"{value:.6f}")
+    # the gate's number on the registry version: a deployment on another host reads it there
+    from utils.models.registry_gate import record_score
+
+    record_score(client, name, number, metrics[primary], primary, direction)
     log.info("%s on %s: %s", version, test_path.name,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return 0

@@ -77,6 +77,14 @@ def go(config: DeploymentConfig) -> int:
     if candidate_score is None:
         log.error("%s has no latestscore.txt: run model_scoring before model_deployment", candidate)
         return 2
+    direction = store.read_direction(candidate)
+    metric = (store.read_scores(candidate) or {}).get("primary_metric") or task.primary_metric
+    if registry_is_source(config.deployment.champion_source, mlflow.get_tracking_uri()):
+        mlflow.set_tag("pipeline.model_version", candidate)
+        mlflow.log_params({"candidate": candidate, "tolerance": config.deployment.tolerance,
+                           "force": config.deployment.force})
+        mlflow.log_metric("candidate_score", candidate_score)
+        return registry_gate(config, store, candidate, candidate_score, direction, metric)
     champion = champion_version(store, task.model_name)
     champion_score = store.read_score(champion) if champion else None
     mlflow.set_tags({"pipeline.model_version": candidate, "pipeline.champion": champion or ""})
@@ -91,12 +99,10 @@ def go(config: DeploymentConfig) -> int:
         mlflow.set_tags({"pipeline.deployment": "unchanged",
                          "pipeline.deployment_reason": "already in production"})
         return 0
-    direction = store.read_direction(candidate)
     deploy, reason = decide(candidate_score, champion_score, config.deployment.tolerance,
                             config.deployment.force, direction)
     run = mlflow.active_run()
     mlflow.set_tag("pipeline.deployment_reason", reason)   # main.py's summary reads it
-    metric = (store.read_scores(candidate) or {}).get("primary_metric") or task.primary_metric
     details = {"metric": metric, "direction": direction, "score": candidate_score, "champion": champion,
                "champion_score": champion_score, "reason": reason,
                "run_id": run.info.run_id if run else None}
@@ -110,6 +116,74 @@ def go(config: DeploymentConfig) -> int:
     set_champion_alias(candidate)
     mlflow.set_tag("pipeline.deployment", "deployed")
     log.info("deployed %s (%s): %s", candidate, reason, store.production_link)
+    return 0
+
+
+def registry_is_source(champion_source: str, tracking_uri: str) -> bool:
+    """deployment.champion_source: registry, store, or auto (registry for a tracking server)."""
+    if champion_source == "auto":
+        return tracking_uri.startswith(("http://", "https://"))
+    return champion_source == "registry"
+
+
+def registry_gate(config: DeploymentConfig, store: ModelStore, candidate: str, candidate_score: float,
+                  direction: str, metric: str) -> int:
+    """The gate against the registry's champion, under its lock (utils/models/registry_gate.py):
+    another host's deploy is waited for, read, and compared against; the alias moves first."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from utils.models.registry_gate import RegistryLockTimeout, gate_and_move
+
+    name, number = parse_version_id(candidate)
+    run = mlflow.active_run()
+    details: dict[str, object] = {"metric": metric, "direction": direction, "score": candidate_score,
+                                  "run_id": run.info.run_id if run else None, "champion_source": "registry"}
+
+    decided: dict[str, str] = {}
+
+    def rule(score: float, champion_score: float | None) -> tuple[bool, str]:
+        ok, decided["reason"] = decide(score, champion_score, config.deployment.tolerance,
+                                       config.deployment.force, direction)
+        return ok, decided["reason"]
+
+    def local_score(champion) -> float | None:      # a champion scored before the score tags existed
+        version = champion.store_version(name)
+        return store.read_score(version) if version and store.has_version(version) else None
+
+    def deploy_locally(champion, champion_score: float | None) -> None:
+        store.deploy(candidate, **details, champion=champion.store_version(name), champion_score=champion_score,
+                     reason=decided.get("reason"))
+
+    uri = mlflow.get_tracking_uri()
+    try:
+        result = gate_and_move(mlflow.MlflowClient(), name, number, candidate_score, rule,
+                               deploy_locally, local_score, metric, wait_s=config.deployment.lock_wait_s)
+    except RegistryLockTimeout as exc:
+        log.error("%s; production unchanged", exc)
+        return 1
+    except MlflowException as exc:
+        log.error("the registry at %s failed during the gate (%s); production unchanged, rerun "
+                  "model_deployment when it answers", uri, str(exc).splitlines()[0][:300])
+        return 1
+    champion = result.champion.store_version(name)
+    mlflow.set_tags({"pipeline.champion": champion or "", "pipeline.deployment_reason": result.reason,
+                     "pipeline.champion_source": "registry"})
+    if result.champion_score is not None:
+        mlflow.log_metric("champion_score", result.champion_score)
+    if result.deployed:
+        mlflow.set_tag("pipeline.deployment", "deployed")
+        log.info("deployed %s (%s; registry champion was %s): %s", candidate, result.reason,
+                 champion or "none", store.production_link)
+        return 0
+    if result.reason == "already the champion":
+        mlflow.set_tag("pipeline.deployment", "unchanged")
+        log.info("%s is already the registry's champion: nothing to do", candidate)
+        return 0
+    store.append_history({"event": "rejected", "version": candidate, **details, "champion": champion,
+                          "champion_score": result.champion_score, "reason": result.reason})
+    mlflow.set_tag("pipeline.deployment", "rejected")
+    log.info("not deploying %s: %s; the registry's champion stays %s", candidate, result.reason, champion)
     return 0
 
 

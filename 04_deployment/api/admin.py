@@ -73,7 +73,18 @@ def model_action(name: str, action: str) -> Any:
     if action not in ACTIONS:
         raise ApiError(404, f"no admin action {action[:40]!r}; actions: {', '.join(ACTIONS)}")
     name = model_name(name)
+    if action != "reload":
+        _refuse_on_replica(action)
     return _ACTIONS[action](name)
+
+
+def _refuse_on_replica(action: str) -> None:
+    """A registry-served replica holds a mirror, not the model's store: management happens on the
+    pipeline host (against the tracking server), and every replica follows the alias."""
+    if services().mirror is not None:
+        raise ApiError(409, f"{action}: this API serves the registry (api.model_source=registry); run it on "
+                            "the pipeline host (./run_pipeline.sh, 04_deployment/manage.py) and the replicas "
+                            "follow <model>@champion within api.registry_poll_s")
 
 
 def _set_paused(name: str, paused: bool) -> Any:
@@ -185,12 +196,14 @@ def reload() -> Any:
 @bp.post("/rollback")
 @require_api_key
 def rollback() -> Any:
+    _refuse_on_replica("rollback")
     return _rollback(model_name(None))
 
 
 @bp.post("/retrain")
 @require_api_key
 def retrain() -> Any:
+    _refuse_on_replica("retrain")
     return _retrain(model_name(None))
 
 

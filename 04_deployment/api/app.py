@@ -54,11 +54,14 @@ class Services:
     limits: Limits
     service_version: str
     started: float = field(default_factory=time.monotonic)
+    mirror: Any = None            # RegistryMirror with api.model_source=registry
     compute_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
     scoring_lock: threading.Lock = field(default_factory=threading.Lock)
     scoring_cache: dict[Any, Any] = field(default_factory=dict)
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -78,8 +81,19 @@ def build_services(config: AppConfig) -> Services:
     except OSError as exc:   # e.g. a read-only state dir: serve what can be read
         log.error("could not migrate the first state-dir layout of %s: %s", config.paths.state_dir, exc)
     task = config.task if config.task.get("model_name") else None
-    fleet = ModelFleet(config.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
-                       on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
+    mirror = None
+    if config.registry_source:
+        from utils.models.registry_mirror import RegistryMirror
+
+        mirror = RegistryMirror(config.registry_cache, config.registry_uri(), settings.registry_models or None,
+                                settings.registry_poll_s, settings.registry_timeout_s)
+        fleet = ModelFleet(mirror.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
+                           on_swap=metrics.model_swapped, on_failure=metrics.model_failed,
+                           names_source=mirror.names)
+        mirror.on_change = lambda name, version: _preload(fleet, name)
+    else:
+        fleet = ModelFleet(config.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
+                           on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
     prediction_log = None
     if settings.prediction_log:
         prediction_log = PredictionLog(config.paths.predictions_db, settings.prediction_log_retention_days,
@@ -90,11 +104,21 @@ def build_services(config: AppConfig) -> Services:
     elif len(api_key) < 16:
         log.warning("the API key in $%s is short (%d characters); use 32+ random characters",
                     settings.api_key_env, len(api_key))
-    return Services(config=config, fleet=fleet, metrics=metrics,
+    return Services(config=config, fleet=fleet, metrics=metrics, mirror=mirror,
                     prediction_log=prediction_log, jobs=JobStore(config.api_paths.jobs_db), api_key=api_key,
                     limits=Limits(settings.max_records, settings.max_text_chars),
                     service_version=service_version(),
                     compute_slots=threading.BoundedSemaphore(settings.prediction_concurrency))
+
+
+def _preload(fleet: ModelFleet, name: str) -> None:
+    """The poller moved a model's link: load the new version now, in the poller's thread, so
+    requests keep the old one until the swap instead of one of them waiting for the load."""
+    fleet.refresh()
+    try:
+        fleet.current(name)
+    except Exception as exc:  # noqa: BLE001 - the request path retries and reports it
+        log.warning("preloading %s failed: %s", name, exc)
 
 
 def create_app(config: DictConfig | Mapping[str, Any] | None = None,
@@ -111,6 +135,8 @@ def create_app(config: DictConfig | Mapping[str, Any] | None = None,
     _register_errors(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(admin.bp)
+    if services.mirror is not None:
+        services.mirror.start()             # first poll now: serve the champion from the first request
     loaded = services.fleet.load_all()      # load now, not on the first request
     log.info("API ready (pid %d): serving %s, state dir %s", os.getpid(),
              ", ".join(f"{k}={v or 'nothing'}" for k, v in loaded.items()) or "no model yet",

@@ -2,7 +2,9 @@
 
 Models are found on disk (``models/<model>/``, see utils/models/catalog.py), so a model
 deployed by any chain appears without a restart and a deleted one disappears. Each model
-follows its own ``production`` link: deploying B never touches A's holder.
+follows its own ``production`` link: deploying B never touches A's holder. With
+`api.model_source=registry` the stores are a registry mirror's (utils/models/registry_mirror.py),
+whose links follow `<model>@champion`, and the list of models is the mirror's.
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ class ModelFleet:
     def __init__(self, paths: StatePaths, task_config: DictConfig | None, default_model: str | None,
                  check_interval_s: float = 0.0,
                  on_swap: Callable[[ServedModel | None, ServedModel], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None) -> None:
-        self.paths = paths
+                 on_failure: Callable[[str, str], None] | None = None,
+                 names_source: Callable[[], list[str]] | None = None) -> None:
+        self.paths = paths                       # where the models' stores are (a registry mirror's own)
+        self.names_source = names_source or (lambda: list_models(self.paths))
         self.task_config = task_config           # the API config's own task (its model's fallback)
         self.default_model = default_model
         self.check_interval_s = check_interval_s
@@ -45,7 +49,7 @@ class ModelFleet:
         now = time.monotonic()
         if now - self._listed >= LIST_CACHE_S:
             try:
-                self._names = list_models(self.paths)
+                self._names = self.names_source()
             except OSError as exc:           # models/ unreadable: keep the last list
                 log.error("cannot list %s: %s", self.paths.models_root, exc)
             self._listed = now

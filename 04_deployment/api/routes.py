@@ -92,6 +92,25 @@ def index() -> Any:
     }
 
 
+def _registry_health(svc: Any, problems: list[str]) -> dict[str, Any]:
+    """api.model_source=registry: the replica's poller (state, last good poll); an unreachable
+    or silent tracking server makes the API degraded, still serving its last good models."""
+    status = svc.mirror.shared_status()
+    settings = svc.config.settings
+    now = time.time()
+    age = now - float(status.get("checked") or 0)
+    last_ok = status.get("last_ok")
+    entry = {"uri": status.get("uri"), "state": status.get("state"), "error": status.get("error"),
+             "last_ok_s_ago": round(now - last_ok, 1) if last_ok else None,
+             "poll_s": settings.registry_poll_s, "champions": status.get("champions") or {}}
+    if status.get("state") != "ok":
+        problems.append(f"registry {status.get('uri')} {status.get('state')}"
+                        f"{': ' + str(status.get('error')) if status.get('error') else ''}; serving the last good models")
+    elif age > 3 * settings.registry_poll_s + settings.registry_timeout_s + 5:
+        problems.append(f"registry {status.get('uri')}: no poll for {age:.0f} s (poller stalled?)")
+    return entry
+
+
 @bp.get("/health")
 def health() -> Any:
     """ok: every deployed model is served; degraded: some model serves an older version or none
@@ -108,10 +127,13 @@ def health() -> Any:
         if holder.last_error or (production and (model is None or model.version != production)):
             problems.append(f"{name}: {holder.last_error or 'not serving its production version'}")
         models[name] = entry
+    registry = _registry_health(svc, problems) if svc.mirror is not None else None
     any_loaded = any(m["loaded"] for m in models.values())
     status = "unavailable" if not any_loaded else ("degraded" if problems else "ok")
     body: dict[str, Any] = {"status": status, "models": models, "problems": problems,
                             "pid": os.getpid(), "uptime_s": round(time.monotonic() - svc.started, 1)}
+    if registry is not None:
+        body["registry"] = registry
     default = _default_or_none()
     entry = models.get(default) or {} if default else {}
     # the first layout's fields, for the model POST /prediction serves

@@ -26,6 +26,7 @@ class ApiConfigError(ValueError):
 
 
 WORKER_CLASSES = ("gevent", "gthread")
+MODEL_SOURCES = ("store", "registry")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class ApiSettings:
     prediction_log_retention_days: float = 30.0
     prediction_log_max_rows: int | None = 5_000_000
     prediction_log_queue: int = 10_000    # request batches buffered for the writer thread
+    model_source: str = "store"           # store: models/<model>/production | registry: <model>@champion
+    registry_poll_s: float = 5.0          # registry source: how often the alias is checked
+    registry_timeout_s: float = 5.0       # registry source: per poll call (then: degraded, last good served)
+    registry_cache_dir: str | None = None  # registry source: downloaded versions; None: <state_dir>/registry_cache
+    registry_models: list[str] = field(default_factory=list)  # registry source: [] = every model with a champion
 
     def validate(self) -> "ApiSettings":
         problems = []
@@ -71,6 +77,11 @@ class ApiSettings:
             problems.append(f"api.worker_class={self.worker_class} ({' or '.join(WORKER_CLASSES)})")
         if self.worker_connections < 1:
             problems.append(f"api.worker_connections={self.worker_connections} (must be >= 1)")
+        if self.model_source not in MODEL_SOURCES:
+            problems.append(f"api.model_source={self.model_source} ({' or '.join(MODEL_SOURCES)})")
+        if self.registry_poll_s <= 0 or self.registry_timeout_s <= 0:
+            problems.append(f"api.registry_poll_s={self.registry_poll_s}, api.registry_timeout_s="
+                            f"{self.registry_timeout_s} (seconds, must be > 0)")
         if self.reload_check_ms < 0:
             problems.append(f"api.reload_check_ms={self.reload_check_ms} (must be >= 0)")
         if problems:
@@ -134,6 +145,25 @@ class AppConfig:
     @property
     def tracking_uri(self) -> str | None:
         return OmegaConf.select(self.cfg, "main.tracking_uri")
+
+    @property
+    def registry_source(self) -> bool:
+        return self.settings.model_source == "registry"
+
+    @property
+    def registry_cache(self) -> Path:
+        """The registry mirror (api.registry_cache_dir, default <state_dir>/registry_cache)."""
+        configured = self.settings.registry_cache_dir
+        return resolve_path(configured) if configured else self.paths.state_dir / "registry_cache"
+
+    def registry_uri(self) -> str:
+        """The tracking server replicas follow; api.model_source=registry needs one."""
+        uri = self.tracking_uri or ""
+        if not uri.startswith(("http://", "https://")):
+            raise ApiConfigError(f"api.model_source=registry needs main.tracking_uri=http(s)://<tracking server> "
+                                 f"(got {uri or 'none: the local SQLite DB'}); replicas follow "
+                                 "<model>@champion on that server")
+        return uri
 
 
 def api_settings(cfg: DictConfig) -> ApiSettings:

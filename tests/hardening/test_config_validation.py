@@ -36,6 +36,8 @@ def test_bad_type_fails_before_any_step_with_the_full_key(state_dir):
     ("deployment.tolerance=-0.1", "deployment.tolerance: expected a score difference in [0, 1], got -0.1"),
     ("deployment.tolerance=abc", "deployment.tolerance: expected a score difference in [0, 1], got 'abc'"),
     ("deployment.force=maybe", "deployment.force: expected true or false, got 'maybe'"),
+    ("deployment.champion_source=cloud", "deployment.champion_source: expected auto, store or registry, got 'cloud'"),
+    ("deployment.lock_wait_s=0", "deployment.lock_wait_s: expected seconds > 0, got 0.0"),
     ("scoring.batch_size=0", "scoring.batch_size: expected a positive integer, got 0"),
     ("diagnostics.latency_calls=-3", "diagnostics.latency_calls: expected a non-negative integer, got -3"),
     ("reporting.sample_rows=x", "reporting.sample_rows: expected an integer, got 'x'"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.models.model_store import parse_version_id
+from utils.models.registry_gate import CHAMPION_ALIAS, champion_lock
 from utils.pipeline.paths import REPO_ROOT, StatePaths
 
-CHAMPION_ALIAS = "champion"
+__all__ = ["CHAMPION_ALIAS", "move_champion_alias", "set_champion_alias", "tracking_uri_for"]
 
 
 def tracking_uri_for(state_dir: str | Path, configured: str | None = None) -> str:
@@ -25,12 +26,14 @@ def tracking_uri_for(state_dir: str | Path, configured: str | None = None) -> st
 
 
 def set_champion_alias(version: str, tracking_uri: str | None = None) -> None:
-    """Point `<model>@champion` at the registry version of store ``version`` (``<model>-v<N>``)."""
+    """Point `<model>@champion` at the registry version of store ``version`` (``<model>-v<N>``),
+    under the champion lock (registry_gate.py) so a rollback never interleaves with a gate."""
     import mlflow
 
     name, number = parse_version_id(version)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri) if tracking_uri else mlflow.MlflowClient()
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
+    with champion_lock(client, name, purpose="alias"):
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(number))
 
 
 def move_champion_alias(version: str, tracking_uri: str | None) -> dict[str, object]:

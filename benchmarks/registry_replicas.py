@@ -1,0 +1,216 @@
+"""Registry-served API replicas against one `mlflow server`: switch-over and poll load.
+
+One run, loopback only, a real `mlflow server` (SQLite backend, proxied artifacts; the
+backend URI is a parameter, e.g. a PostgreSQL one):
+
+1. **Switch-over**: ``--replicas`` API replicas (04_deployment/serve.py under gunicorn,
+   `api.model_source=registry`, each with its own state dir) serve a model whose
+   ``champion`` alias is flipped ``--flips`` times between two versions (what a deploy or a
+   rollback does to the registry). Clients post to every replica without pause. Per flip:
+   seconds from the alias move until every replica answers with the new version, and the
+   failed requests. Baseline: `api.registry_poll_s` (a replica checks once per period).
+2. **Poll load**: N = ``--pollers`` (default 1, 4, 16) local poller processes each make the
+   replicas' poll call (one `registered-models/search`) every ``--poll-s`` seconds for
+   ``--duration-s``. Reported: the call's p50/p95 latency and the server's CPU time per
+   call, as ratios to N=1 measured in the same run.
+
+    python benchmarks/registry_replicas.py                      # ~6-10 min on a busy 2-core machine
+    python benchmarks/registry_replicas.py --pollers 1 4 16 64 --poll-s 1 --skip-switch
+    python benchmarks/registry_replicas.py --backend-uri postgresql+psycopg://u@127.0.0.1:5433/mlflow
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.api.registry_server import RegistryServer, register_version, set_champion  # noqa: E402
+
+PYTHON = sys.executable
+MODEL = "bench_model"
+
+POLLER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from utils.models.registry_mirror import RegistryClient
+client = RegistryClient(sys.argv[2], timeout_s=10)
+poll_s, until = float(sys.argv[3]), float(sys.argv[4])
+client.champions()                      # connection up before the measured window
+lat, errors = [], 0                     # (wall time of the call, seconds)
+while time.time() < until:
+    t = time.perf_counter()
+    try:
+        client.champions()
+        lat.append((time.time(), time.perf_counter() - t))
+    except Exception:
+        errors += 1
+    time.sleep(max(0.0, poll_s - (time.perf_counter() - t)))
+print(json.dumps({"lat": lat, "errors": errors}))
+"""
+
+
+def group_cpu_s(pgid: int) -> float:
+    """utime + stime of every process in the server's process group (seconds)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:           # fields after "(comm)": state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def poll_load(server: RegistryServer, counts: list[int], poll_s: float, duration_s: float) -> list[dict]:
+    rows = []
+    for n in counts:
+        until = time.time() + 15 + duration_s       # time for n processes to start
+        procs = [subprocess.Popen([PYTHON, "-c", POLLER, str(REPO_ROOT), server.url, str(poll_s), str(until)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        time.sleep(max(0.0, until - duration_s - time.time()))
+        cpu0 = group_cpu_s(server.proc.pid)
+        outs = [json.loads(p.communicate(timeout=duration_s + 120)[0]) for p in procs]
+        cpu = group_cpu_s(server.proc.pid) - cpu0
+        start = until - duration_s          # only the window the server's CPU was measured over
+        lat = sorted(x for o in outs for t, x in o["lat"] if t >= start)
+        calls = len(lat)
+        rows.append({"pollers": n, "calls": calls, "errors": sum(o["errors"] for o in outs),
+                     "calls_per_s": calls / duration_s,
+                     "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+                     "p95_ms": 1000 * lat[int(0.95 * (calls - 1))] if lat else float("nan"),
+                     "server_cpu_ms_per_call": 1000 * cpu / calls if calls else float("nan")})
+    return rows
+
+
+def switch_over(server: RegistryServer, root: Path, replicas: int, flips: int, registry_poll_s: float) -> dict:
+    import requests
+
+    from tests.api.conftest import FEATURES, RECORD, LiveServer, train_tabular_model
+
+    row = {k: RECORD[k] for k in FEATURES}     # a model without a task config: no id column
+    numbers = [register_version(server.url, MODEL, train_tabular_model(root / f"m{c}", C=c), s)
+               for c, s in ((1.0, 0.6), (1e-4, 0.5))]
+    set_champion(server.url, MODEL, numbers[0])
+    lives = []
+    for i in range(replicas):
+        state = root / f"replica_{i}"
+        state.mkdir()
+        lives.append(LiveServer(state, "api.model_source=registry", f"main.tracking_uri={server.url}",
+                                f"api.registry_poll_s={registry_poll_s}", "api.prediction_log=false",
+                                workers=2))
+    stop = threading.Event()
+    seen: dict[str, list[tuple[float, int, str | None]]] = {live.url: [] for live in lives}
+
+    def client(url: str) -> None:
+        s = requests.Session()
+        while not stop.is_set():
+            try:
+                r = s.post(f"{url}/models/{MODEL}/prediction", json={"records": [row]}, timeout=30)
+                seen[url].append((time.time(), r.status_code, r.json().get("model_version")))
+            except (requests.RequestException, ValueError) as exc:
+                seen[url].append((time.time(), -1, repr(exc)[:100]))
+            time.sleep(0.005)
+
+    times = []
+    try:
+        for live in lives:
+            live.wait_ready()
+        threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in seen]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        for flip in range(flips):
+            target = numbers[(flip + 1) % 2]
+            version = f"{MODEL}-v{target}"
+            moved = time.time()
+            set_champion(server.url, MODEL, target)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if all(recs and recs[-1][0] > moved and recs[-1][2] == version for recs in seen.values()):
+                    break
+                time.sleep(0.02)
+            firsts = []
+            for recs in seen.values():
+                after = [r for r in recs if r[0] >= moved]
+                last_old = max((i for i, r in enumerate(after) if r[2] != version), default=-1)
+                firsts.append(after[last_old + 1][0] if last_old + 1 < len(after) else float("nan"))
+            times.append(max(firsts) - moved)
+            time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+    finally:
+        stop.set()
+        for live in lives:
+            live.stop()
+    total = sum(len(v) for v in seen.values())
+    failed = sum(1 for v in seen.values() for r in v if r[1] != 200)
+    return {"replicas": replicas, "flips": flips, "registry_poll_s": registry_poll_s, "switch_s": times,
+            "requests": total, "failed": failed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend-uri", default=None, help="mlflow server backend store (default: SQLite in a temp dir)")
+    parser.add_argument("--pollers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--poll-s", type=float, default=1.0, help="poll period of each benchmark poller")
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--flips", type=int, default=4)
+    parser.add_argument("--registry-poll-s", type=float, default=1.0, help="api.registry_poll_s of the replicas")
+    parser.add_argument("--skip-switch", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+        root = Path(tmp)
+        server = RegistryServer(root / "tracking", backend_uri=args.backend_uri).start()
+        try:
+            result: dict = {}
+            if not args.skip_switch:
+                result["switch"] = sw = switch_over(server, root, args.replicas, args.flips, args.registry_poll_s)
+                st = sw["switch_s"]
+                print(f"switch-over, {sw['replicas']} replicas, api.registry_poll_s={sw['registry_poll_s']} "
+                      f"(baseline): mean {statistics.mean(st):.2f} s ({statistics.mean(st) / sw['registry_poll_s']:.2f}x "
+                      f"the poll period), max {max(st):.2f} s over {sw['flips']} alias moves; "
+                      f"{sw['failed']} of {sw['requests']} requests failed")
+                print("  per alias move (the first one downloads the new version, later ones reuse the mirror): "
+                      + ", ".join(f"{x:.2f} s" for x in st))
+            else:
+                from tests.api.conftest import train_tabular_model
+
+                set_champion(server.url, MODEL, register_version(server.url, MODEL,
+                                                                 train_tabular_model(root / "m"), 0.6))
+            result["poll"] = rows = poll_load(server, args.pollers, args.poll_s, args.duration_s)
+            base = rows[0]
+            print(f"\npoll call (registered-models/search) under N pollers, each every {args.poll_s} s; "
+                  f"baseline N={base['pollers']}")
+            print(f"{'N':>4} {'calls/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x p50':>6} {'srv CPU ms/call':>16} "
+                  f"{'x CPU':>6} {'errors':>6}")
+            for r in rows:
+                print(f"{r['pollers']:>4} {r['calls_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+                      f"{r['p50_ms'] / base['p50_ms']:>6.2f} {r['server_cpu_ms_per_call']:>16.2f} "
+                      f"{r['server_cpu_ms_per_call'] / base['server_cpu_ms_per_call']:>6.2f} {r['errors']:>6}")
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2))
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
