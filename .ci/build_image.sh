@@ -87,8 +87,9 @@ took[base]=$((SECONDS - t0))
 # 4. the project's image -----------------------------------------------------------------------
 # pip inside the build sees this machine's package mirrors (find-links / file:// indexes),
 # mounted read-only, through a pip.conf of their own; without any it uses PyPI.
+pip_config="$(python3 -m pip config list 2>/dev/null || true)"
 pip_value() {   # the value pip resolves for a key: environment first, then its config files
-  python3 -m pip config list 2>/dev/null | grep -E "^(:env:|global)\.$1=" | head -1 |
+  grep -E "^(:env:|global)\.$1=" <<<"$pip_config" | head -1 |
     sed -E "s/^[^=]*='?//; s/'$//"
 }
 mounts=()
@@ -107,15 +108,22 @@ for key in find-links extra-index-url; do
   done
   [ ${#kept[@]} -eq 0 ] || printf '%s = %s\n' "$key" "${kept[*]}" >>"$conf"
 done
+# a machine behind a TLS-inspecting proxy trusts its CA through pip's `cert`: the build does too
+cert="$(pip_value cert)"
+if [ -n "$cert" ] && [ -f "$cert" ]; then
+  cp "$cert" "$WORK/pip/ca.crt"
+  printf 'cert = /etc/mlops-pip/ca.crt\n' >>"$conf"
+fi
 build_args=(--build-arg "BASE_IMAGE=$BASE_TAG")
 torch_pin="$(python3 -c 'import sys, tomllib
 extras = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["nlu"]
 print(next(r for r in extras if r.startswith("torch==")).split("==")[1])' "$ROOT/pyproject.toml")"
 local_wheel=""
 for links in $(pip_value find-links); do
-  local_wheel="$(ls "${links#file://}"/torch-"$torch_pin"+cpu-cp311-*.whl 2>/dev/null | head -1)" && break
+  local_wheel="$(ls "${links#file://}"/torch-"$torch_pin"+cpu-cp311-*.whl 2>/dev/null | head -1)"
+  [ -z "$local_wheel" ] || break
 done
-if [ ${#mounts[@]} -gt 0 ]; then
+if [ "$(wc -l <"$conf")" -gt 1 ]; then
   mounts+=(--volume "$WORK/pip:/etc/mlops-pip:ro")
   build_args+=(--build-arg "PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf")
 fi
