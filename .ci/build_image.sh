@@ -6,9 +6,10 @@
 #      Debian 12's python3 is 3.11), from the Debian mirror apt uses here
 #   3. imported as localhost/debian12-py311 (podman import)
 #   4. podman build --isolation=chroot --build-arg BASE_IMAGE=localhost/debian12-py311
-#   5. the image's filesystem mounted (podman image mount) and its entry point run in a chroot,
-#      as the image's user with the image's environment: imports, main.py --help, serve.py
-#      --dry-run, a short test subset
+#   5. a created, never started container's filesystem mounted (podman create + podman mount)
+#      and its entry point run in a chroot of it, as the image's user with only the image's
+#      environment: imports, main.py --help, serve.py --dry-run, a test subset, the tabular
+#      chain into /state
 #   6. the image size
 # Needs root (debootstrap, chroot). Everything lives under $IMAGE_BUILD_DIR (a private podman
 # storage included); the image stays there for a later `podman --root ... save`.
@@ -141,21 +142,24 @@ BUILDAH_ISOLATION=chroot podman_ build --isolation=chroot --network=host \
 took[build]=$((SECONDS - t0))
 
 # 5. check: the entry point in a chroot of the image's filesystem -------------------------------
+# A created (never started) container: its filesystem is writable like a running one's.
 t0=$SECONDS
-mnt="$(podman_ image mount "$TAG")"
+ctr="mlops-image-check-$$"
+podman_ create --name "$ctr" "$TAG" >/dev/null
+mnt="$(podman_ mount "$ctr")"
 inner=()
 cleanup() {
   for ((i = ${#inner[@]} - 1; i >= 0; i--)); do umount -l "${inner[$i]}" 2>/dev/null || true; done
-  podman_ image unmount "$TAG" >/dev/null 2>&1 || true
+  podman_ umount "$ctr" >/dev/null 2>&1 || true
+  podman_ rm --force "$ctr" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 mount -t proc proc "$mnt/proc" && inner+=("$mnt/proc")
 mount --rbind /dev "$mnt/dev" && inner+=("$mnt/dev")
-mount -t tmpfs -o mode=1777 tmpfs "$mnt/tmp" && inner+=("$mnt/tmp")
+mount --make-rslave "$mnt/dev"
 user="$(podman_ image inspect --format '{{.Config.User}}' "$TAG")"
 uid="$(awk -F: -v u="$user" '$1 == u {print $3 ":" $4}' "$mnt/etc/passwd")"
 [ -n "$uid" ] || fail "the image's user '$user' is not in its /etc/passwd"
-mount -t tmpfs -o "mode=0755,uid=${uid%:*},gid=${uid#*:}" tmpfs "$mnt/state" && inner+=("$mnt/state")
 mapfile -t image_env < <(podman_ image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
 entry="$(podman_ image inspect --format '{{index .Config.Entrypoint 0}}' "$TAG")"
 workdir="$(podman_ image inspect --format '{{.Config.WorkingDir}}' "$TAG")"
@@ -174,9 +178,17 @@ step "check: main.py --help, serve.py --dry-run (state dir /state, API on 0.0.0.
 in_image "$entry" chain --help >/dev/null
 dry_run="$(in_image "$entry" serve --dry-run)"
 case "$dry_run" in *"--bind 0.0.0.0:8000 "*) ;; *) fail "serve --dry-run does not bind 0.0.0.0:8000: $dry_run" ;; esac
-step "check: test subset (${IMAGE_TESTS:=tests/tabular tests/api/test_serve.py})"
+step "check: test subset (${IMAGE_TESTS:=tests/api/test_serve.py tests/tabular/test_schema.py})"
 # shellcheck disable=SC2086
 in_image "$entry" test -q -x $IMAGE_TESTS
+if [ "${IMAGE_CHAIN:-1}" = 1 ]; then
+  step "check: the tabular chain into /state"
+  in_image "$entry" chain >"$WORK/chain.log" 2>&1 ||
+    { tail -20 "$WORK/chain.log" >&2; fail "the chain failed in the image (log: $WORK/chain.log)"; }
+  [ -e "$mnt/state/models/attrition_model/production" ] ||
+    fail "the chain left no production model in /state (log: $WORK/chain.log)"
+  grep -E '^(pipeline finished|production model)' "$WORK/chain.log" || true
+fi
 took[check]=$((SECONDS - t0))
 cleanup
 trap - EXIT
