@@ -17,14 +17,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_CONFIG_FILE=/dev/null
 
 ENV MLOPS_VENV=/opt/venv \
-    MLOPS_STATE_DIR=/state \
-    MLOPS_API_HOST=0.0.0.0 \
-    HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MPLBACKEND=Agg \
-    GIT_PYTHON_REFRESH=quiet \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -39,10 +33,19 @@ RUN touch README.md \
  && TORCH_INDEX_URL="$TORCH_INDEX_URL" PIP_CONFIG_FILE="$PIP_CONFIG_FILE" ./run_pipeline.sh setup \
  && rm README.md
 
-# The project, owned by root (read-only for the service user); what it writes goes to /state.
-COPY . .
+# Run time (after the install, so that changing these does not reinstall): state in the volume,
+# the API reachable through the published port, nothing downloaded, no git in the image.
+ENV MLOPS_STATE_DIR=/state \
+    MLOPS_API_HOST=0.0.0.0 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    MPLBACKEND=Agg \
+    GIT_PYTHON_REFRESH=quiet
+
 RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin mlops \
  && mkdir -p /state && chown mlops:mlops /state
+# The project, owned by root (read-only for the service user); what it writes goes to /state.
+COPY . .
 USER mlops
 VOLUME ["/state"]
 # api.port in config.yaml; the API binds $MLOPS_API_HOST (0.0.0.0 here, 127.0.0.1 outside).
