@@ -30,7 +30,9 @@ fail() { echo "error: $*" >&2; exit 1; }
 step() { echo ">> [$(date -u +%H:%M:%S)] $*" >&2; }
 [ "$(id -u)" = 0 ] || fail "run as root: debootstrap and chroot need it (e.g. sudo $0)"
 mkdir -p "$WORK"
-podman_() { podman --root "$WORK/storage" --runroot "$WORK/run" --storage-driver "$DRIVER" "$@"; }
+# podman refuses a runroot (its transient state) longer than 50 characters: a short one per $WORK
+RUNROOT="/tmp/mlops-podman-$(printf %s "$WORK" | sha256sum | cut -c1-12)"
+podman_() { podman --root "$WORK/storage" --runroot "$RUNROOT" --storage-driver "$DRIVER" "$@"; }
 declare -A took=()
 # Unmount whatever is mounted below a folder (a failed debootstrap leaves proc/sys there), so
 # that removing or packing it can never reach the host's /proc, /sys or /dev.
@@ -80,7 +82,8 @@ else
   echo "deb $mirror $SUITE main" >"$rootfs/etc/apt/sources.list"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
   step "podman import -> $BASE_TAG"
-  tar -C "$rootfs" -c . | podman_ import --change 'CMD ["/usr/bin/python3"]' - "$BASE_TAG" >/dev/null
+  tar -C "$rootfs" -c . | podman_ import --change 'CMD ["/usr/bin/python3"]' - "$BASE_TAG" >/dev/null ||
+    { remove_tree "$rootfs"; fail "podman import failed (storage $WORK/storage)"; }
   remove_tree "$rootfs"
 fi
 took[base]=$((SECONDS - t0))
@@ -199,5 +202,5 @@ echo "image $TAG: size $size bytes ($((size / 1000000)) MB); seconds: tools ${to
      "base ${took[base]}, build ${took[build]}, check ${took[check]} (storage $WORK/storage, driver $DRIVER)"
 if [ "${KEEP_IMAGE:-1}" = 0 ]; then
   podman_ system reset --force >/dev/null 2>&1 || true
-  remove_tree "$WORK"
+  remove_tree "$WORK"; remove_tree "$RUNROOT"
 fi
