@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Set up and run the pipeline on a fresh machine.
 #   ./run_pipeline.sh [hydra overrides]     run the chain (default: tabular task, embedded data)
+#   ./run_pipeline.sh chain [overrides]     the same, spelled out (the container image's entry point)
 #   ./run_pipeline.sh test [pytest args]    run the test suite (default: without slow tests)
 #   ./run_pipeline.sh test --slow           run every test, slow ones included
 #   ./run_pipeline.sh serve [overrides]     the API under gunicorn, in the foreground
-# The first call creates .venv (repo root) from the pins in pyproject.toml; later calls
-# reinstall only when pyproject.toml changed.
+#   ./run_pipeline.sh setup                 only create/update the venv (the Dockerfile's install)
+# The first call creates .venv (repo root; $MLOPS_VENV if set) from the pins in pyproject.toml;
+# later calls reinstall only when pyproject.toml changed. $TORCH_INDEX_URL, if set, is the index
+# torch's pin is installed from (e.g. https://download.pytorch.org/whl/cpu, the CPU build).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="$ROOT/.venv"
+VENV="${MLOPS_VENV:-$ROOT/.venv}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export MPLBACKEND=Agg
 
@@ -43,7 +46,7 @@ print(next(r for r in extras if r.startswith("torch==")))
 PY
 )"
   echo ">> installing $torch_pin and the pinned dependencies (.[${extras}]) into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet "$torch_pin"
+  "$VENV/bin/python" -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$torch_pin"
   "$VENV/bin/python" -m pip install --quiet "$ROOT[${extras}]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
@@ -51,8 +54,13 @@ PY
 
 cd "$ROOT"
 case "${1:-}" in
+  setup)
+    ensure_venv "nlu,test"
+    ;;
   test)
     shift
+    # the tests check the project's defaults, not this deployment's (the image sets these)
+    unset MLOPS_STATE_DIR MLOPS_API_HOST MLOPS_TRACKING_URI
     ensure_venv "nlu,test"
     markers=(-m "not slow")
     if [ "${1:-}" = "--slow" ]; then markers=(); shift; fi
@@ -64,6 +72,7 @@ case "${1:-}" in
     exec "$VENV/bin/python" 04_deployment/serve.py "$@"
     ;;
   *)
+    if [ "${1:-}" = chain ]; then shift; fi
     ensure_venv "nlu,test"
     exec "$VENV/bin/python" main.py "$@"
     ;;
