@@ -4,6 +4,8 @@
 #   ./run_pipeline.sh test [pytest args]    run the test suite (default: without slow tests)
 #   ./run_pipeline.sh test --slow           run every test, slow ones included
 #   ./run_pipeline.sh serve [overrides]     the API under gunicorn, in the foreground
+#   ./run_pipeline.sh tracking-server [overrides]  the team's MLflow server (PostgreSQL, proxied
+#                                           artifacts; $MLFLOW_BACKEND_STORE_URI, $PGPASSWORD)
 # The first call creates .venv (repo root) from the pins in pyproject.toml; later calls
 # reinstall only when pyproject.toml changed.
 set -euo pipefail
@@ -62,6 +64,11 @@ case "${1:-}" in
     shift
     ensure_venv "nlu,test"
     exec "$VENV/bin/python" 04_deployment/serve.py "$@"
+    ;;
+  tracking-server)
+    shift
+    ensure_venv "nlu,test"
+    exec "$VENV/bin/python" -m utils.pipeline.tracking_server "$@"
     ;;
   *)
     ensure_venv "nlu,test"
