@@ -101,7 +101,7 @@ def _where(uri: str) -> str:
     return f"{user}@{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
 
 
-def database_error_message(exc: BaseException, uri: str, env_name: str = "MLFLOW_BACKEND_STORE_URI") -> str:
+def database_error_message(exc: BaseException, uri: str, setting: str = "$MLFLOW_BACKEND_STORE_URI") -> str:
     """One line for a failed database connection: what, where, the remedy; no password."""
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
     low = text.lower()
@@ -109,7 +109,7 @@ def database_error_message(exc: BaseException, uri: str, env_name: str = "MLFLOW
     secrets = [urlsplit(uri).password or "", os.environ.get("PGPASSWORD", "")]
     if "password authentication failed" in low or "no password supplied" in low:
         return (f"database {where}: password authentication failed for role {urlsplit(uri).username!r}: "
-                f"set the right password in PGPASSWORD (or in ${env_name}); it is never printed")
+                f"set the right password in PGPASSWORD (or in {setting}); it is never printed")
     if "does not exist" in low and "database" in low:
         return f"database {where} does not exist: create it (README: CREATE DATABASE ... OWNER ...)"
     if "does not exist" in low and "role" in low:
@@ -117,11 +117,11 @@ def database_error_message(exc: BaseException, uri: str, env_name: str = "MLFLOW
     if any(s in low for s in ("connection refused", "could not connect", "connection failed",
                               "timeout expired", "could not translate host name", "name or service not known")):
         return (f"database {where} is unreachable: start PostgreSQL there or fix the host/port in "
-                f"${env_name} ({mask_text(text, secrets)[:200]})")
+                f"{setting} ({mask_text(text, secrets)[:200]})")
     return f"database {where}: cannot connect ({mask_text(text, secrets)[:300]})"
 
 
-def check_database(uri: str, env_name: str = "MLFLOW_BACKEND_STORE_URI") -> str | None:
+def check_database(uri: str, setting: str = "$MLFLOW_BACKEND_STORE_URI") -> str | None:
     """Connect once; the schema revision (None: an empty database). Raises TrackingServerError."""
     import sqlalchemy
 
@@ -136,7 +136,7 @@ def check_database(uri: str, env_name: str = "MLFLOW_BACKEND_STORE_URI") -> str 
                 row = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).first()
                 return row[0] if row else None
         except sqlalchemy.exc.OperationalError as exc:
-            raise TrackingServerError(database_error_message(exc, uri, env_name)) from None
+            raise TrackingServerError(database_error_message(exc, uri, setting)) from None
         except ModuleNotFoundError as exc:
             raise TrackingServerError(f"the database driver is missing ({exc.name}): install the pins "
                                       "(./run_pipeline.sh installs psycopg[binary])") from None
@@ -159,7 +159,7 @@ def upgrade_database(uri: str) -> None:
 
 def ensure_schema(uri: str, settings: ServerSettings) -> str:
     """Migrate when needed; returns what was done (for the log)."""
-    current = check_database(uri, settings.backend_store_uri_env)
+    current = check_database(uri, f"${settings.backend_store_uri_env}")
     head = head_revision()
     if current == head:
         return f"schema at MLflow's head revision {head}"
