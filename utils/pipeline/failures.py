@@ -107,8 +107,9 @@ def _connection_message(exc: BaseException) -> str | None:
     if name in {"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout",
                 "ConnectionRefusedError"} or "Max retries exceeded" in text or "Connection refused" in text:
         uri = _context.get("tracking_uri", "the tracking server")
-        return (f"tracking server {uri} is unreachable ({name}): start it, or set "
-                "main.tracking_uri to a reachable server (null: the SQLite DB in the state dir)")
+        return (f"tracking server {uri} is unreachable ({name}): start it (./run_pipeline.sh tracking-server "
+                "on its host) and run again, or set main.tracking_uri to a reachable server (null: the SQLite "
+                "DB in the state dir)")
     return None
 
 
