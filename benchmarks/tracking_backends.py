@@ -65,13 +65,13 @@ def main() -> None:
         t0 = time.monotonic()
         server.start(timeout_s=600)
         print(f"tracking server up in {time.monotonic() - t0:.1f} s ({server.url}, {args.workers} workers, "
-              f"PostgreSQL {cluster.bin_dir.parent.name})")
+              f"PostgreSQL {cluster.bin_dir.parent.name})", flush=True)
         times: dict[str, list[float]] = {"sqlite": [], "server": []}
         for i in range(args.repeats):
             for name, uri in (("sqlite", None), ("server", server.url)):
                 seconds = run_chain(base, source, args.steps, uri)
                 times[name].append(seconds)
-                print(f"  run {i + 1} {name:6s}: {seconds:6.1f} s")
+                print(f"  run {i + 1} {name:6s}: {seconds:6.1f} s", flush=True)
         sqlite, remote = statistics.median(times["sqlite"]), statistics.median(times["server"])
         print(f"chain ({args.steps}), median of {args.repeats}: SQLite {sqlite:.1f} s, "
               f"PostgreSQL server {remote:.1f} s, ratio server/SQLite {remote / sqlite:.2f}x")

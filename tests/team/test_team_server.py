@@ -126,6 +126,13 @@ def test_tick_retrains_and_deploys_through_the_server(team: Team, chain_on_serve
     drift_runs = c.search_runs([c.get_experiment_by_name("mlops_pipeline").experiment_id],
                                "tags.`pipeline.kind` = 'drift_check'")
     assert drift_runs, "the tick's drift check logged no run on the server"
+    # an admin action (manage.py = the API's management functions): rollback moves the alias there
+    rollback = subprocess.run([PYTHON, str(REPO_ROOT / "04_deployment" / "manage.py"), "rollback", MODEL,
+                               "--state-dir", str(state), "--tracking-uri", team.url],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, **client_env()})
+    assert rollback.returncode == 0, rollback.stderr[-3000:]
+    assert production(state) == f"{MODEL}-v1"
+    assert c.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version == "1"
 
 
 def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> bool:
@@ -213,6 +220,14 @@ def test_wrong_database_password_server_command(postgres_cluster: PostgresCluste
                              f"tracking_server.artifacts_destination={tmp_path / 'art'}"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0 and "schema at MLflow's head revision" in second.stderr
+    # the right password inside the URI: it works, and it is not printed either
+    env["MLFLOW_BACKEND_STORE_URI"] = db.uri_with_password()
+    env.pop("PGPASSWORD")
+    third = subprocess.run([PYTHON, "-m", "utils.pipeline.tracking_server", "--check",
+                            f"tracking_server.artifacts_destination={tmp_path / 'art'}"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert third.returncode == 0 and db.password not in third.stdout + third.stderr
+    assert "mlflow_pw@127.0.0.1" in third.stderr
 
 
 def test_wrong_database_password_client(postgres_cluster: PostgresCluster, state_dir: Path) -> None:  # noqa: F811
