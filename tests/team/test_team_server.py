@@ -81,6 +81,7 @@ def chain_on_server(team: Team) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)   # the first one also pays for the chain fixture; shared CI cores
 def test_chain_registers_and_stores_everything_on_the_server(team: Team, chain_on_server) -> None:
     state, _ = chain_on_server
     version = production(state)
@@ -112,6 +113,7 @@ def test_chain_registers_and_stores_everything_on_the_server(team: Team, chain_o
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)   # the first one also pays for the chain fixture; shared CI cores
 def test_tick_retrains_and_deploys_through_the_server(team: Team, chain_on_server) -> None:
     state, source = chain_on_server
     write_csv(generate(300, seed=7, id_prefix="x").assign(exited=lambda f: 1 - f["exited"]), source / "flipped.csv")
@@ -145,6 +147,7 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)   # the first one also pays for the chain fixture; shared CI cores
 def test_server_stopped_mid_chain_then_the_next_run_recovers(team: Team, chain_on_server) -> None:
     state, source = chain_on_server
     before = production(state)
