@@ -286,11 +286,13 @@ def run_in_group(cmd: Sequence[str], name: str, timeout_s: float, chain_log: Pat
     """
     import subprocess
 
+    from utils.pipeline.tracking_server import mask_uri
+
     chain_log.parent.mkdir(parents=True, exist_ok=True)
     run = ChainRun(name, log_file=str(chain_log))
     with open(chain_log, "ab") as out:
         out.write(f"\n===== tick {tick_id} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}: "
-                  f"{' '.join(cmd)}\n".encode())
+                  f"{mask_uri(' '.join(cmd))}\n".encode())   # a password in main.tracking_uri: masked
         out.flush()
         start_offset = out.tell()
         started = time.monotonic()

@@ -40,6 +40,8 @@ from utils.pipeline.paths import (  # noqa: E402
 from utils.pipeline.quiet import silence_known_noise  # noqa: E402
 from utils.pipeline.stale_runs import owner_tags  # noqa: E402
 from utils.pipeline.step_config import write_step_config  # noqa: E402
+from utils.pipeline.tracking import is_tracking_server  # noqa: E402
+from utils.pipeline.tracking_server import mask_uri  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
@@ -183,7 +185,8 @@ def note_failure_context(cfg: DictConfig, paths: StatePaths) -> None:
     from utils.pipeline.failures import note_context
 
     note_context(state_dir=paths.state_dir,
-                 tracking_uri=cfg.main.tracking_uri or f"sqlite:///{paths.mlflow_db}")
+                 tracking_uri=mask_uri(str(cfg.main.tracking_uri)) if cfg.main.tracking_uri
+                 else f"sqlite:///{paths.mlflow_db}")
 
 
 def clean_up_after_killed_runs(experiment_id: str, store: ModelStore, model_name: str) -> None:
@@ -236,6 +239,7 @@ def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]
 
     from utils.pipeline.tracking import (
         absolute_tracking_uri,
+        check_tracking_store,
         default_tracking_uri,
         ensure_experiment,
     )
@@ -248,6 +252,7 @@ def tracking_setup(cfg: DictConfig, paths: StatePaths) -> tuple[str, str | None]
         return uri, run.info.experiment_id
     uri = (absolute_tracking_uri(cfg.main.tracking_uri, REPO_ROOT) if cfg.main.tracking_uri
            else default_tracking_uri(paths))
+    check_tracking_store(uri)   # a server that is down: one line now, not minutes of retries
     mlflow.set_tracking_uri(uri)
     return uri, ensure_experiment(cfg.main.experiment_name, paths)
 
@@ -369,7 +374,7 @@ def run_chain(cfg: DictConfig) -> int:
     silence_known_noise()   # the steps inherit the environment part of it
     store = ModelStore(paths.models_dir)
     log.info("pipeline: task=%s steps=%s state_dir=%s tracking=%s", cfg.task.name, ",".join(names),
-             paths.state_dir, uri)
+             paths.state_dir, mask_uri(uri))
     clean_up_after_killed_runs(experiment_id, store, cfg.task.model_name)
 
     model_version: str | None = None
@@ -382,7 +387,7 @@ def run_chain(cfg: DictConfig) -> int:
                          "pipeline.model": cfg.task.model_name, "pipeline.steps": ",".join(names),
                          "pipeline.overrides": " ".join(overrides),
                          "mlflow.note.content": pipeline_note(cfg, names, overrides), **owner_tags()})
-        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        mlflow.log_dict(logged_config(cfg), "config.yaml")
         for step in steps:
             t0 = time.monotonic()
             section = step_config(step, cfg, paths, model_version)
@@ -412,6 +417,15 @@ def run_chain(cfg: DictConfig) -> int:
     print_summary(cfg, paths, uri, parent_id, reused, time.monotonic() - started,
                   candidate_facts(store, model_version, run_ids.get("model_deployment")))
     return 0
+
+
+def logged_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config for the run's config.yaml artifact, a password in a URI masked."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    main_section = data.get("main") or {}
+    if main_section.get("tracking_uri"):
+        main_section["tracking_uri"] = mask_uri(str(main_section["tracking_uri"]))
+    return data
 
 
 def changed_overrides() -> list[str]:
@@ -497,7 +511,8 @@ def print_summary(cfg: DictConfig, paths: StatePaths, uri: str, run_id: str, reu
                  + (f" ({metric} {score:.4f} on the test data)" if score is not None else ""))
     if production:
         lines.append(f"model folder:      {store.version_dir(production)}")
-    lines.append(f"MLflow UI:         mlflow ui --backend-store-uri {uri}  "
+    where = "open " + mask_uri(uri) if is_tracking_server(uri) else f"mlflow ui --backend-store-uri {mask_uri(uri)}"
+    lines.append(f"MLflow UI:         {where}  "
                  f"(Experiments > {cfg.main.experiment_name} > Training runs > {run_id[:8]}…)")
     print("\n".join(lines))
 

@@ -5,6 +5,8 @@
 #   ./run_pipeline.sh test [pytest args]    run the test suite (default: without slow tests)
 #   ./run_pipeline.sh test --slow           run every test, slow ones included
 #   ./run_pipeline.sh serve [overrides]     the API under gunicorn, in the foreground
+#   ./run_pipeline.sh tracking-server [overrides]  the team's MLflow server (PostgreSQL, proxied
+#                                           artifacts; $MLFLOW_BACKEND_STORE_URI, $PGPASSWORD)
 #   ./run_pipeline.sh setup                 only create/update the venv (the Dockerfile's install)
 # The first call creates .venv (repo root; $MLOPS_VENV if set) from the pins in pyproject.toml;
 # later calls reinstall only when pyproject.toml changed. $TORCH_INDEX_URL, if set, is the index
@@ -70,6 +72,11 @@ case "${1:-}" in
     shift
     ensure_venv "nlu,test"
     exec "$VENV/bin/python" 04_deployment/serve.py "$@"
+    ;;
+  tracking-server)
+    shift
+    ensure_venv "nlu,test"
+    exec "$VENV/bin/python" -m utils.pipeline.tracking_server "$@"
     ;;
   *)
     if [ "${1:-}" = chain ]; then shift; fi

@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             command = management.retrain_command(paths, name, [f"main.tracking_uri={args.tracking_uri}"]
                                                  if args.tracking_uri else [])
             management.resume(paths, name, "manual retrain")
-            print(f"{name}: retraining: {' '.join(command)}", flush=True)
+            from utils.pipeline.tracking_server import mask_uri
+
+            print(f"{name}: retraining: {mask_uri(' '.join(command))}", flush=True)
             return subprocess.call(command, cwd=str(REPO_ROOT))
     except UnknownModel as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -246,6 +246,9 @@ def _delete_registered_model(name: str, tracking_uri: str | None) -> dict[str, A
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        from utils.pipeline.tracking import check_tracking_store
+
+        check_tracking_store(tracking_uri, timeout_s=5.0)   # down: fail now, not after minutes of retries
         client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         try:
             client.delete_registered_model(name)

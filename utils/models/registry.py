@@ -45,6 +45,10 @@ def move_champion_alias(version: str, tracking_uri: str | None) -> dict[str, obj
         if not db.is_file():    # do not create an empty tracking DB just to fail on it
             return {"alias": CHAMPION_ALIAS, "moved": False, "error": f"no tracking database at {db.name}"}
     try:
+        if tracking_uri:   # a server that is down: fail now, not after minutes of client retries
+            from utils.pipeline.tracking import check_tracking_store
+
+            check_tracking_store(tracking_uri, timeout_s=5.0)
         set_champion_alias(version, tracking_uri)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("registry").warning("production is %s, but the registry alias was not moved: %s",

@@ -1,7 +1,7 @@
 """Operational failures as one line: what failed, where (path or URI), and what to do.
 
-Disk full, a read-only or unwritable state dir, a corrupt tracking DB and an unreachable
-tracking server are not bugs: a traceback helps nobody. ``run_entry`` wraps an entry point's
+Disk full, a read-only or unwritable state dir, a corrupt tracking DB, an unreachable
+tracking server and a tracking database that refuses the password are not bugs: a traceback helps nobody. ``run_entry`` wraps an entry point's
 main: a known failure ends the command with ``error: <one line>`` on stderr and exit 1; any
 other exception propagates unchanged (a bug keeps its traceback). Entry points call
 ``note_context`` once they know the state dir and tracking URI, so a message can name them
@@ -87,14 +87,29 @@ def _sqlite_message(exc: sqlite3.Error) -> str | None:
     return None
 
 
+def _database_message(exc: BaseException) -> str | None:
+    """A database server used as the tracking store (postgresql+psycopg://...) refused us."""
+    if not type(exc).__module__.startswith("psycopg") or type(exc).__name__ != "OperationalError":
+        return None
+    from utils.pipeline.tracking_server import database_error_message
+
+    uri = _context.get("tracking_uri", "postgresql://?")
+    return database_error_message(exc, uri, setting="main.tracking_uri")
+
+
 def _connection_message(exc: BaseException) -> str | None:
+    from utils.pipeline.tracking import TrackingUnavailable
+
+    if isinstance(exc, TrackingUnavailable):
+        return str(exc)
     name = type(exc).__name__
     text = str(exc)
     if name in {"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout",
                 "ConnectionRefusedError"} or "Max retries exceeded" in text or "Connection refused" in text:
         uri = _context.get("tracking_uri", "the tracking server")
-        return (f"tracking server {uri} is unreachable ({name}): start it, or set "
-                "main.tracking_uri to a reachable server (null: the SQLite DB in the state dir)")
+        return (f"tracking server {uri} is unreachable ({name}): start it (./run_pipeline.sh tracking-server "
+                "on its host) and run again, or set main.tracking_uri to a reachable server (null: the SQLite "
+                "DB in the state dir)")
     return None
 
 
@@ -111,7 +126,7 @@ def describe(exc: BaseException) -> str | None:
             if msg:
                 return msg
     for e in _causes(exc):
-        msg = _connection_message(e)
+        msg = _database_message(e) or _connection_message(e)
         if msg:
             return msg
     return None
@@ -119,7 +134,10 @@ def describe(exc: BaseException) -> str | None:
 
 def fail(message: str, code: int = EXIT_OPERATIONAL) -> NoReturn:
     """Print the one line (even when the log files cannot be written) and exit."""
+    from utils.pipeline.tracking_server import mask_text
+
     logging.raiseExceptions = False   # a handler on the full/read-only disk must stay silent
+    message = mask_text(message, [os.environ.get("PGPASSWORD", "")])   # never a password in a log
     try:
         sys.stderr.write(f"error: {message}\n")
         sys.stderr.flush()

@@ -1,4 +1,5 @@
-"""MLflow tracking helpers: absolute URIs, experiments with artifacts under the state dir."""
+"""MLflow tracking helpers: absolute URIs, experiments with artifacts under the state dir (or on
+the tracking server, which proxies them), a quick reachability check of a server."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,61 @@ def absolute_tracking_uri(uri: str, base: Path) -> str:
     return Path(base / uri).resolve().as_uri()
 
 
+def is_tracking_server(uri: str) -> bool:
+    """An MLflow tracking server (http/https): it stores and serves the artifacts itself."""
+    return uri.split("://", 1)[0].lower() in ("http", "https")
+
+
+def artifact_location(uri: str, paths: StatePaths) -> str | None:
+    """Where a new experiment keeps its artifacts: ``<state_dir>/mlartifacts`` for a local store
+    (SQLite, a database URI), None on a tracking server: the server's own (proxied) destination,
+    so no machine's local path ends up in the shared tracking store."""
+    return None if is_tracking_server(uri) else paths.artifacts_dir.as_uri()
+
+
+class TrackingUnavailable(ConnectionError):
+    """The tracking server (or database) cannot be used; the message is the one line to show:
+    the URI (password masked) and the remedy."""
+
+
+def check_tracking_store(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, in one line, when the tracking store is down or refuses us: a server that does
+    not answer /health (MLflow's client would retry for minutes first), a database server that
+    is unreachable or rejects the password (MLflow would retry for ~100 s). SQLite: no check."""
+    scheme = uri.split("://", 1)[0].lower()
+    if is_tracking_server(uri):
+        _check_server(uri, timeout_s)
+    elif scheme.startswith(("postgresql", "mysql", "mssql")):
+        from utils.pipeline.tracking_server import TrackingServerError, check_database
+
+        try:
+            check_database(uri, setting="main.tracking_uri")
+        except TrackingServerError as exc:
+            raise TrackingUnavailable(str(exc)) from None
+
+
+def _check_server(uri: str, timeout_s: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            if resp.status == 200:
+                return
+            reason = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    from utils.pipeline.tracking_server import mask_uri
+
+    raise TrackingUnavailable(
+        f"tracking server {mask_uri(uri)} is unreachable ({reason}): start it (./run_pipeline.sh "
+        "tracking-server on its host), or set main.tracking_uri to a reachable server "
+        "(null: the SQLite DB in the state dir)")
+
+
 EXPERIMENT_DESCRIPTION = (
     "Runs of the MLOps pipeline (main.py). Each pipeline run is a parent run named "
     "`<model> <time> [steps] <overrides>` with one child run per step (data_ingestion, "
@@ -37,8 +93,9 @@ EXPERIMENT_TAGS = {"mlflow.note.content": EXPERIMENT_DESCRIPTION,
 
 
 def ensure_experiment(name: str, paths: StatePaths) -> str:
-    """Experiment id for ``name``, created with its artifacts under ``<state_dir>/mlartifacts``,
-    a description and the "training runs" kind (tags missing on an older experiment are added)."""
+    """Experiment id for ``name``, created with its artifacts under ``<state_dir>/mlartifacts``
+    (on a tracking server: the server's artifact store), a description and the "training runs"
+    kind (tags missing on an older experiment are added)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
@@ -47,10 +104,11 @@ def ensure_experiment(name: str, paths: StatePaths) -> str:
         for key, value in missing.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
-    paths.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    location = artifact_location(mlflow.get_tracking_uri(), paths)
+    if location is not None:
+        paths.artifacts_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return mlflow.create_experiment(name, artifact_location=paths.artifacts_dir.as_uri(),
-                                        tags=EXPERIMENT_TAGS)
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception:  # created concurrently by another process
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:

@@ -315,9 +315,11 @@ def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> 
     """One run per check: signals and statistics as metrics, drift.json as an artifact."""
     import mlflow
 
-    from utils.pipeline.tracking import ensure_experiment, log_json_artifact
+    from utils.pipeline.tracking import check_tracking_store, ensure_experiment, log_json_artifact
 
-    mlflow.set_tracking_uri(tracking_uri(cfg, paths))
+    uri = tracking_uri(cfg, paths)
+    check_tracking_store(uri)   # a server that is down: the tick's one line now, not minutes of retries
+    mlflow.set_tracking_uri(uri)
     experiment_id = ensure_experiment(cfg.main.experiment_name, paths)
     report = outcome.report
     metrics: dict[str, float] = {"n_reference": outcome.n_reference, "n_new": outcome.n_new}
