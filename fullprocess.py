@@ -73,7 +73,7 @@ log = logging.getLogger("fullprocess")
 clock = time.time      # the tick's notion of now (tests move it)
 
 POLICY_SIGNALS = ("performance", "distribution")
-DRIFT_TASKS = ("tabular", "nlu")   # tasks with a drift check (utils/tick/drift_check.py)
+DRIFT_TASKS = ("tabular", "nlu", "forecast")   # tasks with a drift check (utils/tick/drift_check.py)
 # overrides of the cron line that apply to every model (the rest define the cron line's own model)
 GLOBAL_PREFIXES = ("paths.", "main.tracking_uri", "main.env_manager", "main.experiment_name", "main.reuse_runs",
                    "fullprocess.", "drift.", "notify.", "api.", "hydra.")
@@ -440,7 +440,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         if reference is None:
             tick.rows_new = _count_rows(dataset)
             log.info("no drift reference yet (first data): %d rows, no drift check", tick.rows_new)
-        elif task.name not in DRIFT_TASKS:     # forecasting: new days retrain on its schedule, no drift test yet
+        elif task.name not in DRIFT_TASKS:     # a task without a drift test: its schedule retrains
             tick.rows_new = max(0, _count_rows(dataset) - _count_rows(reference))
             log.info("%s: %d new rows; no drift check for task %s (schedule.retrain_every decides)",
                      task.model_name, tick.rows_new, task.name)
