@@ -57,6 +57,7 @@ from utils.models.catalog import (
     read_control,
     read_manifest,
 )
+from utils.pipeline.clock import now as now_clock
 from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
 from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group, read_holder
 from utils.tick.tick_state import (
@@ -70,7 +71,7 @@ from utils.tick.tick_state import (
 
 log = logging.getLogger("fullprocess")
 
-clock = time.time      # the tick's notion of now (tests move it)
+clock = now_clock      # the tick's notion of now: MLOPS_NOW or the system clock (tests also replace it)
 
 POLICY_SIGNALS = ("performance", "distribution")
 DRIFT_TASKS = ("tabular", "nlu", "forecast")   # tasks with a drift check (utils/tick/drift_check.py)
