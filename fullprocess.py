@@ -31,6 +31,9 @@ each model, one failure never stops the others, and a tick:
 8. logs to `${state_dir}/logs/fullprocess.log` (rotating) and appends one JSON summary line
    per model to `${state_dir}/logs/ticks.jsonl` (also printed on stdout).
 
+The tick's clock is `MLOPS_NOW` when set (epoch seconds or ISO 8601; utils/pipeline/clock.py),
+else the system clock: a rehearsal or a test runs a week of daily ticks in minutes.
+
 Exit 0: nothing to do, or done for every model. Non-zero: a model failed (1), a bad command
 line or config (2), terminated by a signal (143).
 """
