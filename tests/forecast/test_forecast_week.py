@@ -27,7 +27,7 @@ from utils.pipeline.paths import StatePaths
 from utils.tick.tick_state import read_ticks
 
 DAY = 86400.0
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]   # ~10 min idle, ~25 min on busy cores
 
 
 def tick(state: Path, now: float) -> dict:
