@@ -31,6 +31,9 @@ each model, one failure never stops the others, and a tick:
 8. logs to `${state_dir}/logs/fullprocess.log` (rotating) and appends one JSON summary line
    per model to `${state_dir}/logs/ticks.jsonl` (also printed on stdout).
 
+The tick's clock is `MLOPS_NOW` when set (epoch seconds or ISO 8601; utils/pipeline/clock.py),
+else the system clock: a rehearsal or a test runs a week of daily ticks in minutes.
+
 Exit 0: nothing to do, or done for every model. Non-zero: a model failed (1), a bad command
 line or config (2), terminated by a signal (143).
 """
@@ -57,6 +60,7 @@ from utils.models.catalog import (
     read_control,
     read_manifest,
 )
+from utils.pipeline.clock import now as now_clock
 from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
 from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group, read_holder
 from utils.tick.tick_state import (
@@ -70,10 +74,10 @@ from utils.tick.tick_state import (
 
 log = logging.getLogger("fullprocess")
 
-clock = time.time      # the tick's notion of now (tests move it)
+clock = now_clock      # the tick's notion of now: MLOPS_NOW or the system clock (tests also replace it)
 
 POLICY_SIGNALS = ("performance", "distribution")
-DRIFT_TASKS = ("tabular", "nlu")   # tasks with a drift check (utils/tick/drift_check.py)
+DRIFT_TASKS = ("tabular", "nlu", "forecast")   # tasks with a drift check (utils/tick/drift_check.py)
 # overrides of the cron line that apply to every model (the rest define the cron line's own model)
 GLOBAL_PREFIXES = ("paths.", "main.tracking_uri", "main.env_manager", "main.experiment_name", "main.reuse_runs",
                    "fullprocess.", "drift.", "notify.", "api.", "hydra.")
@@ -442,7 +446,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         if reference is None:
             tick.rows_new = _count_rows(dataset)
             log.info("no drift reference yet (first data): %d rows, no drift check", tick.rows_new)
-        elif task.name not in DRIFT_TASKS:     # forecasting: new days retrain on its schedule, no drift test yet
+        elif task.name not in DRIFT_TASKS:     # a task without a drift test: its schedule retrains
             tick.rows_new = max(0, _count_rows(dataset) - _count_rows(reference))
             log.info("%s: %d new rows; no drift check for task %s (schedule.retrain_every decides)",
                      task.model_name, tick.rows_new, task.name)

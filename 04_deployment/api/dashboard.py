@@ -1,7 +1,9 @@
 """GET /dashboard: every model on one server-rendered page (no JavaScript, no external assets).
 
 One metrics-over-time chart with every model (each model's primary metric by date: test
-scores of its versions and its monitoring history; deployments marked), a card per model
+scores of its versions and its monitoring history; deployments marked), for each forecasting
+model its MAE/WMAPE/RMSE/Tweedie over time and actual vs forecast of series the user picks
+(api/forecast_view.py), a card per model
 (production, task, schedule, paused or active, last retrain, last drift verdict and why, and
 the management buttons), the deployments, and the prediction volume of the last 24 hours.
 A model whose state files are unreadable shows its error on its card; the page still renders.
@@ -134,7 +136,7 @@ def dashboard_context(svc: Any) -> dict[str, Any]:
     from flask import request
 
     paths = svc.config.paths
-    cards, series, deployments = [], {}, []
+    cards, series, deployments, forecasts = [], {}, [], []
     for i, name in enumerate(svc.fleet.names()):
         summary = model_summary(svc, name)
         store = svc.fleet.store(name)
@@ -146,7 +148,11 @@ def dashboard_context(svc: Any) -> dict[str, Any]:
             summary["errors"].append(f"history: {exc}")
             events = []
         deployments += [{**e, "model": name} for e in events[-15:]]
-        summary["unreadable"] = [h["version"] for h in metric_history(store) if h["error"]]
+        versions = metric_history(store)
+        summary["unreadable"] = [h["version"] for h in versions if h["error"]]
+        if summary.get("task") == "forecast":
+            forecasts.append(_forecast_panel(svc, name, store, versions, summary["color"],
+                                             request.args.get(f"series_{name}")))
         cards.append(summary)
     deployments.sort(key=lambda e: str(e.get("time")), reverse=True)
     volume = prediction_volume(paths.predictions_db, hours=24)
@@ -156,11 +162,34 @@ def dashboard_context(svc: Any) -> dict[str, Any]:
         "models": cards, "default_model": _default(svc),
         "plot_png": metrics_over_time_png(series),
         "deployments": deployments[:20],
+        "forecasts": forecasts,
         "notice": (request.args.get("notice") or "")[:300],
         "volume": [{"label": time.strftime("%H:00", time.localtime(v["hour_start"])), "count": v["count"],
                     "pct": (100.0 * v["count"] / peak) if peak else 0.0} for v in volume],
         "volume_total": sum(v["count"] for v in volume),
     }
+
+
+def _forecast_panel(svc: Any, name: str, store: ModelStore, versions: list[dict[str, Any]], color: str,
+                    raw_series: str | None) -> dict[str, Any]:
+    """A forecasting model's section (api/forecast_view.py); its own errors stay in it."""
+    from omegaconf import OmegaConf
+
+    from api.forecast_view import forecast_panel
+
+    paths = svc.config.paths
+    panel: dict[str, Any] = {"name": name, "color": color, "field": f"series_{name}"}
+    try:
+        production = store.production_version()
+        task = (store.read_metadata(production) or {}).get("task_config") if production else None
+        task = OmegaConf.create(task) if isinstance(task, dict) else svc.fleet.task_of(name)
+        if task is None:
+            raise ValueError("no task config recorded for this model")
+        panel.update(forecast_panel(store, read_monitoring(paths, name, limit=400), versions,
+                                    paths.model(name).dataset("forecast"), task, raw_series, color))
+    except (OSError, ValueError, KeyError) as exc:
+        panel["error"] = f"{type(exc).__name__}: {exc}"
+    return panel
 
 
 def _default(svc: Any) -> str | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from utils.pipeline import clock
 from utils.pipeline.paths import MODEL_NAME_RE, RESERVED_NAMES, StatePaths
 
 log = logging.getLogger("models.catalog")
@@ -179,7 +180,8 @@ def append_monitoring(paths: StatePaths, name: str, record: dict[str, Any]) -> N
     path = paths.model(name).models_dir / MONITORING
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fh.write(json.dumps({"time": now_iso(), "epoch": time.time(), **record}, default=str) + "\n")
+        at = clock.now()   # MLOPS_NOW in a simulated week (utils/pipeline/clock.py)
+        fh.write(json.dumps({"time": clock.now_iso(), "epoch": at, **record}, default=str) + "\n")
 
 
 def read_monitoring(paths: StatePaths, name: str, limit: int = 1000) -> list[dict[str, Any]]:

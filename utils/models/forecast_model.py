@@ -37,8 +37,8 @@ class ForecastParams:
     rolling_windows: list[int] = field(default_factory=lambda: [7, 28])   # rolling means of lag 1
     seasonal_windows: list[int] = field(default_factory=lambda: [4])      # same-weekday means of lag 7
     date_features: list[str] = field(default_factory=lambda: ["day_of_week", "month", "day"])
-    n_estimators: int = 300
-    learning_rate: float = 0.05
+    n_estimators: int = 150        # x learning_rate 0.1: the WMAPE of 300 x 0.05, half the fit time
+    learning_rate: float = 0.1
     num_leaves: int = 31
     min_child_samples: int = 20
     feature_fraction: float = 0.8

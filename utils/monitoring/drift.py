@@ -273,6 +273,33 @@ def tabular_drift(reference: Any, new: Any, numeric: Sequence[str], categorical:
     return _finish(report, settings)
 
 
+# ---- forecasting -----------------------------------------------------------------------------
+def level_drift(reference: Any, new: Any, target: str, group: str | None = None,
+                settings: DriftSettings = DriftSettings()) -> DriftReport:
+    """The target's level per group (e.g. sales per store): KS + PSI of the new days' values
+    against the reference's, one test per group (plus the whole panel), corrected together.
+
+    ``reference`` and ``new`` are DataFrames with ``target`` (and ``group``); the caller picks
+    comparable reference rows (utils/tick/forecast_drift.py: the same weekdays of the weeks
+    just before the new days), so the weekly pattern alone raises no signal. Features are
+    named ``<target>`` and ``<target>@<group>=<value>`` (``sales@store_id=S01``).
+    """
+    report = DriftReport("forecast", len(reference), len(new), asdict(settings))
+    if len(reference) == 0 or len(new) == 0:
+        return report
+    parts: list[tuple[str, Any, Any]] = [(target, reference[target], new[target])]
+    if group and group in reference and group in new:
+        ref_groups = {str(k): v for k, v in reference.groupby(group, sort=True)[target]}
+        for key, values in new.groupby(group, sort=True)[target]:
+            if str(key) in ref_groups:
+                parts.append((f"{target}@{group}={key}", ref_groups[str(key)], values))
+    for name, ref_values, new_values in parts:
+        report.tests.append(ks_test(name, ref_values, new_values))
+        report.psi[name] = psi_numeric(ref_values, new_values, settings.psi_bins)
+        report.distributions[name] = numeric_histogram(ref_values, new_values)
+    return _finish(report, settings)
+
+
 # ---- NLU -----------------------------------------------------------------------------------
 def slot_types(tags: Iterable[Sequence[str]]) -> list[str]:
     """One entry per slot span (its B- tag's type)."""

@@ -18,6 +18,9 @@ Signals:
 * distribution — utils/monitoring/drift.py on the new rows, and on the inputs the API logged since the
   last check when `drift.prediction_log` is on (unlabelled: features only / texts only).
 
+Forecasting models have their own check of the new days (utils/tick/forecast_drift.py) with
+the same two signals.
+
 Writes `${state_dir}/reports/drift.json` and an MLflow run (tag pipeline.kind=drift_check).
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +247,8 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
     numeric: list[str] = []
     categorical: list[str] = []
     known: dict[str, Any] = {}
+    if task.name == "forecast":
+        return _forecast_check(cfg, paths, settings, store, reference_path, dataset_path, tick_id, started)
     if task.name == "tabular":
         import pandas as pd
 
@@ -294,6 +300,29 @@ def run_drift_check(cfg: DictConfig, paths: StatePaths, reference_path: Path | N
     return outcome
 
 
+def _forecast_check(cfg: DictConfig, paths: StatePaths, settings: DriftSettings, store: ModelStore,
+                    reference_path: Path | None, dataset_path: Path, tick_id: str, started: float) -> DriftOutcome:
+    """A forecaster's check (utils/tick/forecast_drift.py): the new days against the frozen model,
+    seasonal-naive and the season-matched reference level. The API logs series ids, not inputs
+    with a distribution, so there is no prediction-log comparison."""
+    from utils.tick.forecast_drift import run_forecast_drift
+
+    result = run_forecast_drift(cfg, settings, store, reference_path, dataset_path)
+    n_ref, n_new = result.n_reference, result.n_new
+    dist_signal = bool(result.distribution.drift) if n_ref and n_new else None
+    outcome = DriftOutcome(n_ref, n_new, result.performance["drift"], dist_signal)
+    outcome.report = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "tick": tick_id, "task": cfg.task.name,
+        "reference": str(reference_path) if reference_path else None, "dataset": str(dataset_path),
+        "n_reference": n_ref, "n_new": n_new, "drift": any(bool(v) for v in outcome.signals.values()),
+        "signals": outcome.signals, "performance": result.performance,
+        "distribution": result.distribution.to_dict(), "prediction_inputs": None,
+        "duration_s": round(time.time() - started, 3)}
+    write_report(paths, outcome.report)
+    outcome.mlflow_run_id = log_to_mlflow(cfg, paths, outcome)
+    return outcome
+
+
 def write_report(paths: StatePaths, report: dict[str, Any]) -> Path:
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     target = paths.reports_dir / "drift.json"
@@ -309,6 +338,11 @@ def tracking_uri(cfg: DictConfig, paths: StatePaths) -> str:
 
     return (absolute_tracking_uri(cfg.main.tracking_uri, REPO_ROOT) if cfg.main.tracking_uri
             else default_tracking_uri(paths))
+
+
+def metric_name(key: str) -> str:
+    """An MLflow-safe metric name: feature names may hold any character (a store called "a@b")."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
 
 
 def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> str | None:
@@ -343,6 +377,6 @@ def log_to_mlflow(cfg: DictConfig, paths: StatePaths, outcome: DriftOutcome) -> 
                          "pipeline.tick": report["tick"],
                          "drift.performance": str(outcome.performance),
                          "drift.distribution": str(outcome.distribution)})
-        mlflow.log_metrics({k.replace(":", "_"): v for k, v in metrics.items() if math.isfinite(v)})
+        mlflow.log_metrics({metric_name(k): v for k, v in metrics.items() if math.isfinite(v)})
         log_json_artifact(report, "drift.json")
         return run.info.run_id
