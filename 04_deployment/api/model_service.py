@@ -109,12 +109,26 @@ class ServedModel:
     # ---- NLU -------------------------------------------------------------------------------
     def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
         """intent, confidence, tags and slot spans per text (the NLU pyfunc contract)."""
-        from utils.models.scoring_lib import pyfunc_rows
+        direct = self._direct_texts
+        if direct is not None:      # the NLU pyfunc's own list-in, dicts-out call: no DataFrame round trip
+            rows = direct(list(texts))
+        else:
+            from utils.models.scoring_lib import pyfunc_rows
 
-        rows = pyfunc_rows(self._pyfunc, texts)
+            rows = pyfunc_rows(self._pyfunc, texts)
         return [{"intent": str(r.get("intent")), "confidence": _plain(r.get("confidence")),
                  "tags": [str(t) for t in _as_list(r.get("tags"))],
                  "slots": [_slot(s) for s in _as_list(r.get("slots"))]} for r in rows]
+
+    @cached_property
+    def _direct_texts(self) -> Callable[[list[str]], list[dict[str, Any]]] | None:
+        """``predict_texts`` of the wrapped python model (nlu_pyfunc.py), when it has one."""
+        try:
+            inner = self._pyfunc.unwrap_python_model()
+        except Exception:   # not a python-model pyfunc (or a stand-in without the method)
+            return None
+        method = getattr(inner, "predict_texts", None)
+        return method if callable(method) else None
 
     # ---- forecast --------------------------------------------------------------------------
     def predict_forecast(self, request_input: Any, horizon: int) -> list[dict[str, Any]]:
