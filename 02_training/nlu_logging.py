@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 PYFUNC_FILE = HERE / "nlu_pyfunc.py"
 # What the logged model imports at load time (copied into its code/ folder, put on sys.path).
-CODE_PATHS = [HERE / "nlu_model.py", REPO_ROOT / "utils" / "data" / "nlu_data.py"]
+CODE_PATHS = [HERE / "nlu_model.py", HERE / "nlu_onnx.py", REPO_ROOT / "utils" / "data" / "nlu_data.py"]
 EXAMPLE_TEXTS = [
     "monthly rainfall in northern Kenya 2015 to 2020 as geotiff",
     "what is NDVI ?",
@@ -68,9 +68,30 @@ def _pin(package: str) -> str:
 
 
 def nlu_pip_requirements() -> list[str]:
-    """Explicit pins: no slow requirement inference, and no local '+cpu' tag in the torch pin."""
-    return [_pin(p) for p in ("mlflow", "torch", "transformers", "tokenizers", "safetensors",
-                              "pandas", "numpy")]
+    """Explicit pins: no slow requirement inference, and no local '+cpu' tag in the torch pin.
+    onnxruntime (the fast path, nlu_onnx.py) when installed; without it the model runs on torch."""
+    packages = ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy"]
+    try:
+        importlib.metadata.version("onnxruntime")
+        packages.append("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return [_pin(p) for p in packages]
+
+
+def _export_onnx(trained: Any, bundle: Path) -> None:
+    """The ONNX graph beside the weights, so serving needs no export (nlu_onnx.py); best effort."""
+    import logging
+
+    try:
+        from nlu_onnx import ONNX_FILE, export_onnx
+    except ImportError:
+        sys.path.insert(0, str(HERE))
+        from nlu_onnx import ONNX_FILE, export_onnx
+    try:
+        export_onnx(trained.model, bundle / ONNX_FILE)
+    except Exception as exc:   # e.g. onnx not installed: the pyfunc exports at load, or runs on torch
+        logging.getLogger(__name__).warning("no ONNX graph in the logged NLU model (%s: %s)", type(exc).__name__, exc)
 
 
 def log_nlu_model(
@@ -85,6 +106,7 @@ def log_nlu_model(
     """
     with tempfile.TemporaryDirectory(prefix="nlu_bundle_") as tmp:
         bundle = _nlu_model().save_bundle(trained, Path(tmp) / "bundle")
+        _export_onnx(trained, bundle)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),

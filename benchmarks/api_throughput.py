@@ -229,12 +229,16 @@ def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen)
 
 
 # ---- servers -----------------------------------------------------------------------------
-def start_ours(state: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    cmd = [PYTHON, str(REPO_ROOT / "04_deployment/serve.py"), f"paths.state_dir={state}",
-           f"api.port={port}", f"api.workers={args.workers}", f"api.threads={args.threads}", *args.override]
+def start_ours(state: Path, port: int, args: argparse.Namespace, repo: Path = REPO_ROOT,
+               log_name: str = "ours.log") -> subprocess.Popen:
+    """serve.py of ``repo`` (this checkout, or --baseline-repo: the same server before a change)."""
+    cmd = [PYTHON, str(repo / "04_deployment/serve.py"), f"paths.state_dir={state}",
+           f"api.port={port}", f"api.workers={args.workers}", f"api.threads={args.threads}",
+           f"api.worker_class={args.worker_class}", *args.override]
     env = {**os.environ, "API_KEY": "benchmark-key-not-secret-0123456789"}
+    env.pop("PYTHONPATH", None)
     return subprocess.Popen(cmd, cwd=str(state), env=env, start_new_session=True,
-                            stdout=open(state / "ours.log", "w"), stderr=subprocess.STDOUT)
+                            stdout=open(state / log_name, "w"), stderr=subprocess.STDOUT)
 
 
 def start_mlflow(state: Path, model_dir: Path, port: int, workers: int) -> subprocess.Popen:
@@ -260,11 +264,20 @@ def prediction():
 """
 
 
-def start_bare(state: Path, model_dir: Path, port: int, workers: int) -> subprocess.Popen:
-    """The issue's reference point: a bare Flask handler calling the same model, no checks, no logs."""
+def gunicorn_concurrency(args: argparse.Namespace) -> list[str]:
+    """The worker settings serve.py gives gunicorn for ours (api.worker_class, its default
+    api.worker_connections, or api.threads), so the bare handler runs under the same ones."""
+    if args.worker_class == "gevent":
+        return ["--worker-class", "gevent", "--worker-connections", "1000"]
+    return ["--worker-class", "gthread", "--threads", str(args.threads)]
+
+
+def start_bare(state: Path, model_dir: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
+    """The issue's reference point: a bare Flask handler calling the same model, no checks, no logs,
+    under the same gunicorn settings as ours (workers, worker class, connections or threads)."""
     (state / "bare_app.py").write_text(BARE_APP)
-    cmd = [PYTHON, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(state),
-           "bare_app:app"]
+    cmd = [PYTHON, "-m", "gunicorn", "-w", str(args.workers), *gunicorn_concurrency(args),
+           "-b", f"127.0.0.1:{port}", "--chdir", str(state), "bare_app:app"]
     return subprocess.Popen(cmd, cwd=str(state), env={**os.environ, "MODEL_DIR": str(model_dir)},
                             start_new_session=True, stdout=open(state / "bare.log", "w"), stderr=subprocess.STDOUT)
 
@@ -278,7 +291,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements per server and payload, interleaved; the table shows medians")
     parser.add_argument("--workers", type=int, default=2, help="our gunicorn workers")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (gthread)")
+    parser.add_argument("--worker-class", choices=("gevent", "gthread"), default="gevent",
+                        help="gunicorn worker class of ours and of the bare handler (api.worker_class)")
+    parser.add_argument("--baseline-repo", type=Path,
+                        help="also serve with this checkout's serve.py (e.g. the main branch): before/after in one run")
     parser.add_argument("--mlflow-workers", type=int, nargs="*", default=[1],
                         help="mlflow models serve --workers values to compare (empty: skip mlflow)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -304,8 +321,13 @@ def main() -> int:
 
         # all servers up at once (idle ones cost nothing), so measurements can interleave
         port = free_port()
-        servers.append((f"ours (gunicorn {args.workers}x{args.threads})" + "".join(f" {o}" for o in args.override), "ours",
+        settings = f"{args.workers}x {args.worker_class}"
+        servers.append((f"ours ({settings})" + "".join(f" {o}" for o in args.override), "ours",
                         f"http://127.0.0.1:{port}", start_ours(state, port, args)))
+        if args.baseline_repo:
+            port = free_port()
+            servers.append((f"ours @ {args.baseline_repo.name} ({settings})", "ours", f"http://127.0.0.1:{port}",
+                            start_ours(state, port, args, args.baseline_repo.resolve(), "baseline.log")))
         for workers in args.mlflow_workers:
             port = free_port()
             servers.append((f"mlflow models serve (--workers {workers})", "mlflow", f"http://127.0.0.1:{port}",
@@ -314,12 +336,12 @@ def main() -> int:
             second = state / "two-models"
             add_second_model(state, second)
             port = free_port()
-            servers.append((f"ours, 2 models loaded ({args.workers}x{args.threads})", "ours",
+            servers.append((f"ours, 2 models loaded ({settings})", "ours",
                             f"http://127.0.0.1:{port}", start_ours(second, port, args)))
         if args.with_bare:
             port = free_port()
-            servers.append((f"bare Flask handler (gunicorn {args.workers}x1)", "bare", f"http://127.0.0.1:{port}",
-                            start_bare(state, model_dir, port, args.workers)))
+            servers.append((f"bare Flask handler ({settings})", "bare", f"http://127.0.0.1:{port}",
+                            start_bare(state, model_dir, port, args)))
         for label, kind, url, proc in servers:
             ready = {"ours": "/health", "mlflow": "/ping"}
             if kind in ready:
@@ -358,13 +380,15 @@ def main() -> int:
     print(f"\nPOST /prediction: {args.concurrency} concurrent clients, {os.cpu_count()} CPUs, load tool "
           f"{results[0]['tool']}, medians of {args.rounds} interleaved rounds of <= {args.requests} requests; "
           f"{logged} predictions in our log afterwards\n")
-    print(f"{'server':36} {'payload':9} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'errors':>6} {'x mlflow':>8} {'CPU ms/req':>10}")
+    bare = {r["payload"]: r["rps"] for r in results if r["server"].startswith("bare")}
+    print(f"{'server':44} {'payload':9} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'errors':>6} {'x mlflow':>8} {'x bare':>6} {'CPU ms/req':>10}")
     for r in sorted(results, key=lambda r: (r["payload"] != "single", r["server"])):
         ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
         spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}"
-        print(f"{r['server']:36} {r['payload']:9} {r['rps']:7.0f} {spread:>13} {r['p50_ms']:7.2f} "
-              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {r['server_cpu_ms_per_request']:10.2f}")
+        to_bare = r["rps"] / bare[r["payload"]] if bare.get(r["payload"]) else float("nan")
+        print(f"{r['server']:44} {r['payload']:9} {r['rps']:7.0f} {spread:>13} {r['p50_ms']:7.2f} "
+              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {r['server_cpu_ms_per_request']:10.2f}")
     if args.json:
         args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
                                          "rounds": args.rounds, "prediction_log_rows": logged,

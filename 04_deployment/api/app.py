@@ -8,7 +8,6 @@ counted in /metrics and written to the structured access log (logger `api.access
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from omegaconf import DictConfig
 from werkzeug.exceptions import HTTPException
 
 from api import admin, routes
+from api.access_log import AccessLog
 from api.errors import ApiError, error_response
 from api.jobs import JobStore
 from api.metrics import ApiMetrics
@@ -58,10 +58,12 @@ class Services:
     compute_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
     scoring_lock: threading.Lock = field(default_factory=threading.Lock)
     scoring_cache: dict[Any, Any] = field(default_factory=dict)
+    access_log: AccessLog = field(default_factory=lambda: AccessLog(access_log))
 
     def close(self) -> None:
         if self.mirror is not None:
             self.mirror.stop()
+        self.access_log.close()
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -89,11 +91,12 @@ def build_services(config: AppConfig) -> Services:
                                 settings.registry_poll_s, settings.registry_timeout_s)
         fleet = ModelFleet(mirror.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
                            on_swap=metrics.model_swapped, on_failure=metrics.model_failed,
-                           names_source=mirror.names)
+                           names_source=mirror.names, fast_path=settings.fast_path)
         mirror.on_change = lambda name, version: _preload(fleet, name)
     else:
         fleet = ModelFleet(config.paths, task, settings.default_model, settings.reload_check_ms / 1000.0,
-                           on_swap=metrics.model_swapped, on_failure=metrics.model_failed)
+                           on_swap=metrics.model_swapped, on_failure=metrics.model_failed,
+                           fast_path=settings.fast_path)
     prediction_log = None
     if settings.prediction_log:
         prediction_log = PredictionLog(config.paths.predictions_db, settings.prediction_log_retention_days,
@@ -149,6 +152,7 @@ def _register_hooks(app: Flask, services: Services) -> None:
     # request ids: a random per-process prefix and a counter (no syscall per request)
     id_prefix = uuid.uuid4().hex[:16]
     id_counter = itertools.count(1)
+    pid = os.getpid()           # the app is built in the worker (no preload): this worker's pid
 
     @app.before_request
     def start() -> None:
@@ -165,14 +169,13 @@ def _register_hooks(app: Flask, services: Services) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         method = request.method if request.method in _METHODS else "OTHER"
-        services.metrics.observe_request(route, method, response.status_code, elapsed)
-        if settings.access_log and access_log.isEnabledFor(logging.INFO):
-            access_log.info(json.dumps({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "request_id": g.get("request_id"),
-                "remote": request.remote_addr, "method": method, "path": request.path[:200],
-                "route": route, "status": response.status_code, "ms": round(elapsed * 1000.0, 3),
-                "bytes_in": request.content_length, "bytes_out": response.content_length,
-                "model_version": g.get("model_version"), "pid": os.getpid()}))
+        status = response.status_code
+        services.metrics.observe_request(route, method, status, elapsed)
+        if settings.access_log and services.access_log.enabled():   # written in batches (access_log.py)
+            services.access_log.add((
+                time.time(), g.get("request_id"), request.remote_addr, method, request.path[:200], route,
+                status, round(elapsed * 1000.0, 3), request.content_length, response.content_length,
+                g.get("model_version"), pid))
         return response
 
 

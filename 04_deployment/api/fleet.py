@@ -32,9 +32,10 @@ class ModelFleet:
                  check_interval_s: float = 0.0,
                  on_swap: Callable[[ServedModel | None, ServedModel], None] | None = None,
                  on_failure: Callable[[str, str], None] | None = None,
-                 names_source: Callable[[], list[str]] | None = None) -> None:
+                 names_source: Callable[[], list[str]] | None = None, fast_path: bool = True) -> None:
         self.paths = paths                       # where the models' stores are (a registry mirror's own)
         self.names_source = names_source or (lambda: list_models(self.paths))
+        self.fast_path = fast_path               # api.fast_path: numpy replay of simple tabular pipelines
         self.task_config = task_config           # the API config's own task (its model's fallback)
         self.default_model = default_model
         self.check_interval_s = check_interval_s
@@ -88,7 +89,8 @@ class ModelFleet:
             holder = self._holders.get(name)
             if holder is None:
                 holder = ModelHolder(ModelStore(self.paths.model(name).models_dir), self.task_of(name),
-                                     self.check_interval_s, on_swap=self.on_swap, on_failure=self.on_failure)
+                                     self.check_interval_s, on_swap=self.on_swap, on_failure=self.on_failure,
+                                     fast_path=self.fast_path)
                 self._holders[name] = holder
             return holder
 

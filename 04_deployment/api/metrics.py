@@ -23,6 +23,13 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_MAX_CHILDREN = 10_000     # cached label children per metric (routes, statuses and classes are few)
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _MAX_CHILDREN:
+        cache.clear()
+    cache[key] = value
 
 
 class ApiMetrics:
@@ -44,15 +51,28 @@ class ApiMetrics:
                                    ["result"], registry=r)
         self.log_dropped = Counter("mlops_api_prediction_log_dropped_total",
                                    "Prediction batches not logged (writer queue full)", registry=r)
+        # labels() takes a lock and builds a key per call: the request path reuses the children
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(route, method, code).inc()
-        self.latency.labels(route, method, code).observe(seconds)
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            code = str(status)
+            children = (self.requests.labels(route, method, code), self.latency.labels(route, method, code))
+            _remember(self._request_children, (route, method, status), children)
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_predictions(self, version: str, outputs: list[dict[str, Any]], key: str) -> None:
-        for value, n in Tally(str(o.get(key)) for o in outputs).items():
-            self.predictions.labels(version, value[:100]).inc(n)
+        counts = ({str(outputs[0].get(key)): 1} if len(outputs) == 1
+                  else Tally(str(o.get(key)) for o in outputs))
+        for value, n in counts.items():
+            child = self._prediction_children.get((version, value))
+            if child is None:
+                child = self.predictions.labels(version, value[:100])
+                _remember(self._prediction_children, (version, value), child)
+            child.inc(n)
 
     def model_swapped(self, old: Any, new: Any) -> None:
         if old is not None and old.version != new.version:

@@ -29,7 +29,7 @@ log = logging.getLogger("api.model")
 
 RETRY_FAILED_S = 30.0          # a version that failed to load is retried after this long
 _CACHE_SIZE = 4                # loaded models kept per process (versions are immutable)
-_cache: dict[tuple[str, int], "ServedModel"] = {}
+_cache: dict[tuple[str, int, bool], "ServedModel"] = {}
 _cache_lock = threading.Lock()
 
 
@@ -52,6 +52,7 @@ class ServedModel:
     _pyfunc: Any = field(default=None, repr=False)       # generic pyfunc (NLU, non-sklearn tabular)
     classes: list[Any] = field(default_factory=list)
     takes_matrix: bool = False     # the estimator gives the same answer for a plain float matrix
+    fast: Any = field(default=None, repr=False)    # fast_tabular.LinearProbaModel: same answers, no checks
 
     # ---- tabular ---------------------------------------------------------------------------
     def predict_batch(self, batch: Any) -> list[dict[str, Any]]:
@@ -66,22 +67,27 @@ class ServedModel:
 
     def _predict(self, data: Any, as_matrix: bool) -> list[dict[str, Any]]:
         """label in its own type and, for classifiers, the probability of that label."""
+        if as_matrix and self.fast is not None:     # checked equal to the estimator at load
+            return self._answers(self.fast.predict_proba(data))
         features = data if (not as_matrix or self.takes_matrix) else self._frame(data)
         if self._estimator is not None and hasattr(self._estimator, "predict_proba"):
             import sklearn
 
             # inputs are validated (finite or allowed-null, right shape): skip sklearn's own re-checks
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                proba = self._estimator.predict_proba(features)
-            classes = self.class_labels
-            best = proba.argmax(axis=1)
-            return [{"label": classes[b], "probability": p}          # plain Python values: cheap JSON
-                    for b, p in zip(best.tolist(), proba[np.arange(len(best)), best].tolist())]
+                return self._answers(self._estimator.predict_proba(features))
         if self._estimator is not None:
             predicted = self._estimator.predict(features)
         else:
             predicted = self._pyfunc.predict(features if not as_matrix else self._frame(data))
         return [{"label": _plain(v), "probability": None} for v in np.asarray(predicted).tolist()]
+
+    def _answers(self, proba: np.ndarray) -> list[dict[str, Any]]:
+        """The most probable label of each row and its probability, as plain Python values."""
+        classes = self.class_labels
+        best = proba.argmax(axis=1)
+        return [{"label": classes[b], "probability": p}          # plain Python values: cheap JSON
+                for b, p in zip(best.tolist(), proba[np.arange(len(best)), best].tolist())]
 
     def _frame(self, matrix: np.ndarray) -> Any:
         import pandas as pd
@@ -103,12 +109,26 @@ class ServedModel:
     # ---- NLU -------------------------------------------------------------------------------
     def predict_texts(self, texts: list[str]) -> list[dict[str, Any]]:
         """intent, confidence, tags and slot spans per text (the NLU pyfunc contract)."""
-        from utils.models.scoring_lib import pyfunc_rows
+        direct = self._direct_texts
+        if direct is not None:      # the NLU pyfunc's own list-in, dicts-out call: no DataFrame round trip
+            rows = direct(list(texts))
+        else:
+            from utils.models.scoring_lib import pyfunc_rows
 
-        rows = pyfunc_rows(self._pyfunc, texts)
+            rows = pyfunc_rows(self._pyfunc, texts)
         return [{"intent": str(r.get("intent")), "confidence": _plain(r.get("confidence")),
                  "tags": [str(t) for t in _as_list(r.get("tags"))],
                  "slots": [_slot(s) for s in _as_list(r.get("slots"))]} for r in rows]
+
+    @cached_property
+    def _direct_texts(self) -> Callable[[list[str]], list[dict[str, Any]]] | None:
+        """``predict_texts`` of the wrapped python model (nlu_pyfunc.py), when it has one."""
+        try:
+            inner = self._pyfunc.unwrap_python_model()
+        except Exception:   # not a python-model pyfunc (or a stand-in without the method)
+            return None
+        method = getattr(inner, "predict_texts", None)
+        return method if callable(method) else None
 
     # ---- forecast --------------------------------------------------------------------------
     def predict_forecast(self, request_input: Any, horizon: int) -> list[dict[str, Any]]:
@@ -188,14 +208,15 @@ def _schema_spec(schema: Any) -> TabularSpec:
 
 
 def load_served_model(store: ModelStore, version: str, task_config: Any = None,
-                      use_cache: bool = True) -> ServedModel:
-    """Load store ``version`` (sklearn flavor for tabular, pyfunc otherwise)."""
+                      use_cache: bool = True, fast_path: bool = True) -> ServedModel:
+    """Load store ``version`` (sklearn flavor for tabular, pyfunc otherwise); ``fast_path``:
+    answer with the numpy replay of the pipeline where it matches scikit-learn (fast_tabular)."""
     if not store.has_version(version):
         raise ModelLoadError(f"{store.version_dir(version)} is not a complete model version")
     model_dir = store.model_dir(version)
     mlmodel = model_dir / "MLmodel"
     try:
-        key = (str(model_dir.resolve()), mlmodel.stat().st_mtime_ns)
+        key = (str(model_dir.resolve()), mlmodel.stat().st_mtime_ns, fast_path)
     except OSError as exc:
         raise ModelLoadError(f"{mlmodel}: {exc}") from exc
     if use_cache:
@@ -235,6 +256,8 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
                 if sorted(fitted) == sorted(served.spec.columns):   # the estimator's own column order
                     served.spec = replace(served.spec, columns=tuple(fitted))
                 served.takes_matrix = served.spec.numeric_only and _takes_matrix(estimator, served.spec)
+                if served.takes_matrix and fast_path:
+                    served.fast = _fast_path(estimator, served.spec, version)
                 if served.takes_matrix:
                     # the matrix is in the estimator's own column order, checked above: its
                     # "no feature names" warning says nothing here (silenced once, process-wide)
@@ -260,6 +283,37 @@ def load_served_model(store: ModelStore, version: str, task_config: Any = None,
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
     return served
+
+
+def probe_rows(spec: TabularSpec, n_random: int = 64, seed: int = 0) -> np.ndarray:
+    """Rows inside the schema's ranges (bounds, zero, random values; NaN where nulls are allowed)."""
+    rng = np.random.default_rng(seed)
+    low = np.array([spec.minimum.get(c, -1e3) for c in spec.columns], dtype=np.float64)
+    high = np.array([spec.maximum.get(c, 1e3) for c in spec.columns], dtype=np.float64)
+    rows = [low, high, np.clip(np.zeros(len(low)), low, high),
+            *(low + (high - low) * rng.random((n_random, len(low))))]
+    matrix = np.array(rows, dtype=np.float64)
+    for j, name in enumerate(spec.columns):
+        if name in spec.integer:
+            matrix[:, j] = np.clip(np.round(matrix[:, j]), np.ceil(low[j]), np.floor(high[j]))
+        if name in spec.nullable:
+            matrix[3::3, j] = np.nan
+    return matrix
+
+
+def _fast_path(estimator: Any, spec: TabularSpec, version: str) -> Any:
+    """The numpy replay of ``estimator`` when it gives scikit-learn's answers on probe rows."""
+    from api.fast_tabular import agrees, export
+
+    fast = export(estimator)
+    if fast is None:
+        log.info("%s: %s has no numpy fast path; scikit-learn answers", version, type(estimator).__name__)
+        return None
+    if fast.n_features != len(spec.columns) or not agrees(fast, estimator, probe_rows(spec)):
+        log.warning("%s: the numpy fast path differs from scikit-learn on probe rows; scikit-learn answers",
+                    version)
+        return None
+    return fast
 
 
 def _takes_matrix(estimator: Any, spec: TabularSpec) -> bool:
@@ -290,8 +344,9 @@ class ModelHolder:
 
     def __init__(self, store: ModelStore, task_config: Any = None, check_interval_s: float = 0.0,
                  on_swap: Callable[[ServedModel | None, ServedModel], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None) -> None:
+                 on_failure: Callable[[str, str], None] | None = None, fast_path: bool = True) -> None:
         self.store = store
+        self.fast_path = fast_path
         self.task_config = task_config
         self.check_interval_s = check_interval_s
         self.on_swap = on_swap
@@ -343,7 +398,8 @@ class ModelHolder:
                 return
             version = Path(target).name
             try:
-                model = load_served_model(self.store, version, self.task_config, use_cache=not force)
+                model = load_served_model(self.store, version, self.task_config, use_cache=not force,
+                                          fast_path=self.fast_path)
             except ModelLoadError as exc:
                 self._failed[target] = (time.monotonic(), str(exc))
                 self.last_error = str(exc)

@@ -182,6 +182,7 @@ def read_body() -> bytes:
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
+    expected = request.content_length
     parts, size = [], 0
     while size <= limit:            # a stream may return less than asked: read until EOF
         chunk = request.stream.read(limit + 1 - size)
@@ -189,6 +190,8 @@ def read_body() -> bytes:
             break
         parts.append(chunk)
         size += len(chunk)
+        if expected is not None and size >= expected:   # all of a sized body: no extra read for EOF
+            break
     if size > limit:
         raise RequestEntityTooLarge()
     return b"".join(parts)

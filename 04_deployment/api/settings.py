@@ -41,6 +41,7 @@ class ApiSettings:
     worker_connections: int = 1000        # open connections per gevent worker
     threads: int = 4                      # threads per worker (gthread only)
     prediction_concurrency: int = 1       # predictions computed at once per worker (GIL: more is slower)
+    fast_path: bool = True                # tabular: numpy replay checked equal to scikit-learn (api/fast_tabular.py)
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413
     max_records: int = 10_000             # records/texts per /prediction request

@@ -72,15 +72,17 @@ a = m.predict({TEXTS!r})
 b = m.predict(pd.DataFrame({{"text": {TEXTS!r}}}), params={{"batch_size": 2}})
 assert list(a.columns) == ["intent", "confidence", "tags", "slots"], a.columns
 mods = sorted(k for k in sys.modules if k.startswith(("nlu", "utils")))
+runtime = type(m.unwrap_python_model()._trained.model).__name__
 print(json.dumps({{"records": a.to_dict(orient="records"), "df_records": b.to_dict(orient="records"),
-                  "modules": mods}}))
+                  "modules": mods, "runtime": runtime}}))
 """
     (tmp_path / "utils").mkdir()  # a decoy: the model must not depend on the repo's utils package
     out = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=_clean_env(logged_model["tracking_uri"]),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["modules"] == ["nlu_data", "nlu_model"]
+    assert result["modules"] == ["nlu_data", "nlu_model", "nlu_onnx"]
+    assert result["runtime"] == "OrtJointModel"      # the fast path, checked identical at load
     expected = nlu_model.predict(fitted["trained"], TEXTS)
     assert len(result["records"]) == len(result["df_records"]) == len(expected) == len(TEXTS)
     for got, exp in zip(result["records"] + result["df_records"], expected + expected):

@@ -1,0 +1,121 @@
+"""The ONNX Runtime fast path of the NLU model (02_training/nlu_onnx.py) answers as torch does.
+
+Every query of the default NLU test set and of the generated set, through the tiny random
+BERT fitted by conftest.py: intents, tags and slots identical, confidences within 1e-5. The
+same check against a real trained MiniLM: ``python benchmarks/nlu_latency.py --bundle DIR``
+(it counts mismatches over the whole test set and fails on any).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+TEST_JSONL = Path(__file__).resolve().parents[2] / "01_data" / "testdata" / "nlu" / "test.jsonl"
+
+
+def _test_texts(generated: list[Any]) -> list[str]:
+    texts = [json.loads(line)["text"] for line in TEST_JSONL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts + [ex.text for ex in generated] + ["", "   ", "x", "What IS   ndvi ?"]
+
+
+@pytest.fixture(scope="module")
+def bundle(fitted: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import nlu_model
+    import nlu_onnx
+
+    out = nlu_model.save_bundle(fitted["trained"], tmp_path_factory.mktemp("onnx_bundle") / "bundle")
+    nlu_onnx.export_onnx(fitted["trained"].model, out / nlu_onnx.ONNX_FILE)
+    return out
+
+
+def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: dict, generated: list) -> None:
+    import nlu_model
+    import nlu_onnx
+
+    trained = nlu_model.load_bundle(bundle)
+    fast = nlu_onnx.load_fast(nlu_model, trained, bundle)
+    assert isinstance(fast.model, nlu_onnx.OrtJointModel)
+    texts = _test_texts(generated)
+    assert len(texts) > 1000
+    for batch_size in (1, 64):
+        reference = nlu_model.predict(trained, texts, batch_size=batch_size)
+        mine = nlu_model.predict(fast, texts, batch_size=batch_size)
+        for text, ref, got in zip(texts, reference, mine):
+            assert (got["intent"], got["tags"], got["slots"]) == (ref["intent"], ref["tags"], ref["slots"]), text
+            assert got["confidence"] == pytest.approx(ref["confidence"], abs=1e-5)
+
+
+def test_a_graph_that_answers_differently_is_not_used(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu_model
+    import nlu_onnx
+
+    real_forward = nlu_onnx.OrtJointModel.forward
+
+    def shifted(self: Any, input_ids: Any, attention_mask: Any, **kw: Any) -> dict:
+        out = real_forward(self, input_ids, attention_mask)
+        out["intent_logits"] = out["intent_logits"].flip(-1)      # a wrong graph
+        return out
+
+    monkeypatch.setattr(nlu_onnx.OrtJointModel, "forward", shifted)
+    trained = nlu_model.load_bundle(bundle)
+    assert nlu_onnx.load_fast(nlu_model, trained, bundle) is trained     # torch answers
+
+
+def test_without_onnxruntime_torch_answers(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu_model
+    import nlu_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)    # import fails
+    trained = nlu_model.load_bundle(bundle)
+    assert nlu_onnx.load_fast(nlu_model, trained, bundle) is trained
+
+
+def test_a_bundle_without_a_graph_is_exported_at_load(fitted: dict, tmp_path: Path) -> None:
+    import nlu_model
+    import nlu_onnx
+
+    out = nlu_model.save_bundle(fitted["trained"], tmp_path / "old_bundle")
+    assert not (out / nlu_onnx.ONNX_FILE).exists()
+    trained = nlu_model.load_bundle(out)
+    fast = nlu_onnx.load_fast(nlu_model, trained, out)
+    assert isinstance(fast.model, nlu_onnx.OrtJointModel)
+    assert nlu_model.predict(fast, ["what is NDVI ?"])[0]["intent"] == nlu_model.predict(trained, ["what is NDVI ?"])[0]["intent"]
+
+
+def test_pyfunc_serves_the_fast_path_and_can_turn_it_off(fitted: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logged like the training step logs it: the graph travels in the bundle, the pyfunc uses it."""
+    import mlflow
+    import nlu_model
+    import nlu_onnx
+    from nlu_logging import log_nlu_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        exp = mlflow.create_experiment("onnx", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=exp):
+            info = log_nlu_model(fitted["trained"], name="model")
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
+        assert (local / "artifacts" / "bundle" / nlu_onnx.ONNX_FILE).is_file()
+        assert (local / "code" / "nlu_onnx.py").is_file()
+        assert any(r.startswith("onnxruntime==") for r in (local / "requirements.txt").read_text().split())
+        fast = mlflow.pyfunc.load_model(str(local))
+        assert isinstance(fast.unwrap_python_model()._trained.model, nlu_onnx.OrtJointModel)
+        monkeypatch.setenv("MLOPS_NLU_FAST", "0")
+        slow = mlflow.pyfunc.load_model(str(local))
+        assert isinstance(slow.unwrap_python_model()._trained.model, nlu_model.JointIntentSlotModel)
+    finally:
+        mlflow.set_tracking_uri(None)
+    texts = ["monthly rainfall in northern Kenya 2015 to 2020 as geotiff", "what is NDVI ?", "hello there"]
+    a, b = fast.predict(texts), slow.predict(texts)
+    assert a["intent"].tolist() == b["intent"].tolist() and a["tags"].tolist() == b["tags"].tolist()
+    direct = fast.unwrap_python_model().predict_texts(texts)
+    assert [d["intent"] for d in direct] == a["intent"].tolist()
+    assert [d["slots"] for d in direct] == [list(s) for s in a["slots"]]
