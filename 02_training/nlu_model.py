@@ -90,6 +90,10 @@ class NluTrainConfig:
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay (not on bias/norms)"})
     epochs: int = field(default=10, metadata={"help": "maximum number of epochs"})
+    epochs_cuda: int = field(
+        default=0, metadata={"help": "maximum number of epochs when training on CUDA (0: same as "
+                             "epochs); a GPU affords the longer schedule a CPU chain cannot"},
+    )
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps of linear warmup"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 disables)"})
     patience: int = field(
@@ -759,6 +763,11 @@ def train_nlu(
             dist.destroy_process_group()
 
 
+def max_epochs(cfg: NluTrainConfig, device: torch.device) -> int:
+    """``epochs_cuda`` on a GPU when set, else ``epochs``."""
+    return cfg.epochs_cuda if device.type == "cuda" and cfg.epochs_cuda > 0 else cfg.epochs
+
+
 def _fit(
     trained: TrainedNlu, data: EncodedBatchable, dev: list[NluExample], cfg: NluTrainConfig,
     ddp: _Dist, device: torch.device, on_epoch_end: MetricsCallback | None, schedule_fn: Callable,
@@ -774,7 +783,8 @@ def _fit(
                                 ddp.world_size, cfg.bucket_batches)
 
     steps_per_epoch = len(epoch_batches(0))
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
+    n_epochs = max_epochs(cfg, device)
+    total_steps = max(1, steps_per_epoch * n_epochs)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg), lr=cfg.lr, fused=device.type == "cuda"
     )
@@ -794,10 +804,10 @@ def _fit(
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
     log.info("training: %d examples, %d steps/epoch x %d epochs, device %s, world %d",
-             len(lengths), steps_per_epoch, cfg.epochs, device, ddp.world_size)
+             len(lengths), steps_per_epoch, n_epochs, device, ddp.world_size)
     progress = ProgressLog(cfg.progress_label, cfg.progress_every_s if ddp.is_main else 0.0,
-                           cfg.epochs, len(epoch_batches(1)))
-    for epoch in range(1, cfg.epochs + 1):
+                           n_epochs, len(epoch_batches(1)))
+    for epoch in range(1, n_epochs + 1):
         model.train()
         batches = epoch_batches(epoch)
         loader = torch.utils.data.DataLoader(
