@@ -599,13 +599,8 @@ def _predict_words(
         probs = out["intent_logits"].float().softmax(-1)
         conf, best = probs.max(-1)
         conf, best = conf.cpu().tolist(), best.cpu().tolist()
-        starts = [data.word_starts[i] for i in idx]
-        if slot_decoder == "viterbi":
-            word_tags = _viterbi_words(out["slot_logits"], starts, slot_labels)
-        else:
-            slot_ids = out["slot_logits"].argmax(-1).cpu()
-            word_tags = [repair_bio([slot_labels[int(slot_ids[row, p])] if p >= 0 else "O" for p in ws])
-                         for row, ws in enumerate(starts)]
+        word_tags = decode_slots(out["slot_logits"], [data.word_starts[i] for i in idx], slot_labels,
+                                 slot_decoder)
         for row, i in enumerate(idx):
             intents[i] = intent_labels[best[row]]
             confs[i] = float(conf[row])
@@ -642,13 +637,27 @@ def word_log_probs(
     return out, lengths
 
 
-def _viterbi_words(
-    slot_logits: Any, word_starts: Sequence[Sequence[int]], slot_labels: Sequence[str]
+def decode_slots(
+    slot_logits: Any, word_starts: Sequence[Sequence[int]], slot_labels: Sequence[str],
+    slot_decoder: str = "viterbi",
 ) -> list[list[str]]:
-    """Best valid BIO tags per row (utils/models/bio_decode.py) from sub-token slot logits."""
-    scores, lengths = word_log_probs(slot_logits, word_starts, list(slot_labels).index("O"))
-    paths = viterbi_bio(scores, lengths, slot_labels, log_probs=True)
-    return [[slot_labels[k] for k in path] for path in paths]
+    """One valid BIO tag per word for each row of sub-token slot logits ``[B, T, L]``.
+
+    ``slot_logits``: a torch tensor or a numpy array (e.g. from an exported runtime);
+    ``word_starts``: per row, each word's first sub-token position (-1: none), as ``encode``
+    gives them. ``viterbi``: best valid sequence (utils/models/bio_decode.py); ``argmax``:
+    per word, then ``repair_bio`` (bundles written before the setting existed).
+    """
+    if slot_decoder == "viterbi":
+        scores, lengths = word_log_probs(slot_logits, word_starts, list(slot_labels).index("O"))
+        paths = viterbi_bio(scores, lengths, slot_labels, log_probs=True)
+        return [[slot_labels[k] for k in path] for path in paths]
+    if slot_decoder != "argmax":
+        raise ValueError(f"slot_decoder must be one of {SLOT_DECODERS}, not {slot_decoder!r}")
+    ids = slot_logits.argmax(-1)
+    ids = ids.cpu().tolist() if isinstance(ids, torch.Tensor) else ids.tolist()
+    return [repair_bio([slot_labels[int(ids[row][p])] if p >= 0 else "O" for p in ws])
+            for row, ws in enumerate(word_starts)]
 
 
 def _fallback_metrics(

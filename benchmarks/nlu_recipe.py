@@ -111,7 +111,9 @@ def score(trained: nlu_model.TrainedNlu, examples: list[NluExample], batch: int)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="default", help="'default' or a BIO benchmark folder")
-    parser.add_argument("--name", required=True, help="name of this recipe in the results")
+    parser.add_argument("--name", default=None, help="name of this recipe in the results")
+    parser.add_argument("--table", action="store_true",
+                        help="no training: print the --results file as a markdown table")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="NluTrainConfig overrides, e.g. epochs=10 label_smoothing=0.1")
     parser.add_argument("--test", action="store_true", help="also score the test split (once, at the end)")
@@ -124,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--results", default=str(REPO_ROOT / "benchmarks" / "results" / "nlu_recipe.jsonl"))
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.results))
+        return 0
+    if not args.name:
+        parser.error("--name is required unless --table")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     import torch
 
@@ -154,6 +161,23 @@ def main(argv: list[str] | None = None) -> int:
         record["bundle"] = str(nlu_model.save_bundle(trained, args.save_bundle))
     _append(args.results, record)
     return 0
+
+
+def markdown_table(path: str) -> str:
+    """One row per (run, split, decoder): intent accuracy, slot F1, exact match, wall time."""
+    rows = ["| data | recipe | settings | split | decoder | intent acc | slot F1 | exact match | epochs (best) | train wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        data = Path(r["data"]).name + (f" (train subset {r['train_subset']}, seed {r['subset_seed']})"
+                                       if r.get("train_subset") else "")
+        epochs = f"{r['epochs_run']} ({r['best_epoch']})" if "epochs_run" in r else "-"
+        for split in ("dev", "test"):
+            for decoder, m in r.get(split, {}).items():
+                rows.append(f"| {data} | {r['name']} | {' '.join(r.get('set', [])) or '-'} | {split} | {decoder} | "
+                            f"{m['intent_accuracy']:.2f} | {m['slot_f1']:.2f} | {m['exact_match']:.2f} | "
+                            f"{epochs} | {r.get('train_wall_s', '-')} |")
+    return "\n".join(rows)
 
 
 def _append(path: str, record: dict[str, Any]) -> None:

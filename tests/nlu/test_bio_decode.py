@@ -142,8 +142,12 @@ def test_word_log_probs_forces_o_for_words_without_subtokens() -> None:
     assert lengths == [3] and scores.shape == (1, 3, len(LABELS))
     assert scores[0, 1, 0] == 0.0 and (scores[0, 1, 1:] < -1e5).all()
     np.testing.assert_allclose(np.exp(scores[0, 0]).sum(), 1.0, rtol=1e-5)
-    tags = nlu_model._viterbi_words(logits, [[1, -1, 2]], LABELS)[0]
+    tags = nlu_model.decode_slots(logits, [[1, -1, 2]], LABELS)[0]
     assert tags[1] == "O" and is_valid_bio(tags)
+    # numpy logits (an exported runtime's output) decode exactly like the torch tensor
+    for decoder in nlu_model.SLOT_DECODERS:
+        assert (nlu_model.decode_slots(logits.numpy(), [[1, -1, 2]], LABELS, decoder)
+                == nlu_model.decode_slots(logits, [[1, -1, 2]], LABELS, decoder))
 
 
 def test_bundle_keeps_its_decoder_and_old_bundles_keep_argmax(fitted, tmp_path) -> None:
