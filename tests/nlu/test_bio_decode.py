@@ -61,6 +61,7 @@ def test_padding_rows_and_lengths() -> None:
     alone = viterbi_bio(scores[1:2, :2], [2], LABELS)
     assert paths[1] == alone[0]
     assert viterbi_bio(np.zeros((0, 4, len(LABELS))), [], LABELS) == []
+    assert viterbi_bio(np.zeros((2, 0, len(LABELS))), [0, 0], LABELS) == [[], []]  # only empty texts
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, len(LABELS))), np.zeros((1, 3, 2))])

@@ -61,8 +61,8 @@ def viterbi_bio(
     n_batch, n_words, n_labels = scores.shape
     if lengths.shape[0] != n_batch or (n_batch and (lengths.min() < 0 or lengths.max() > n_words)):
         raise ValueError(f"lengths must be {n_batch} values in [0, {n_words}]")
-    if n_batch == 0:
-        return []
+    if n_batch == 0 or n_words == 0:
+        return [[] for _ in range(n_batch)]
     # +-inf and NaN become large finite numbers first, so a forbidden move still dominates
     finite = np.nan_to_num(scores.astype(np.float64), nan=NEG / 1e3, neginf=NEG / 1e3, posinf=-NEG / 1e3)
     emit = np.maximum(finite if log_probs else _log_softmax(finite), NEG / 1e3)
