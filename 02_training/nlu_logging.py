@@ -34,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 PYFUNC_FILE = HERE / "nlu_pyfunc.py"
 # What the logged model imports at load time (copied into its code/ folder, put on sys.path).
-CODE_PATHS = [HERE / "nlu_model.py", HERE / "nlu_onnx.py", REPO_ROOT / "utils" / "data" / "nlu_data.py"]
+CODE_PATHS = [HERE / "nlu_model.py", HERE / "nlu_onnx.py", REPO_ROOT / "utils" / "data" / "nlu_data.py",
+              REPO_ROOT / "utils" / "models" / "bio_decode.py"]
 EXAMPLE_TEXTS = [
     "monthly rainfall in northern Kenya 2015 to 2020 as geotiff",
     "what is NDVI ?",

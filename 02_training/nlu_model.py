@@ -46,7 +46,9 @@ from torch import nn  # noqa: E402
 
 try:
     from utils.data.nlu_data import NluExample, char_offsets, repair_bio, spans_from_tags
-except ImportError:  # inside a logged MLflow model, code_paths puts nlu_data.py beside this file
+    from utils.models.bio_decode import viterbi_bio
+except ImportError:  # inside a logged MLflow model, code_paths puts these files beside this one
+    from bio_decode import viterbi_bio  # type: ignore[no-redef]
     from nlu_data import (  # type: ignore[no-redef]
         NluExample,
         char_offsets,
@@ -58,6 +60,9 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 BUNDLE_FORMAT_VERSION = 1
+SLOT_DECODERS = ("viterbi", "argmax")
+# Bundles written before the decoder was a setting decoded by argmax + repair_bio: keep that.
+LEGACY_SLOT_DECODER = "argmax"
 PACKAGED_ENCODERS = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
 MetricsCallback = Callable[[int, dict[str, Any]], None]
 
@@ -85,6 +90,10 @@ class NluTrainConfig:
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay (not on bias/norms)"})
     epochs: int = field(default=10, metadata={"help": "maximum number of epochs"})
+    epochs_cuda: int = field(
+        default=0, metadata={"help": "maximum number of epochs when training on CUDA (0: same as "
+                             "epochs); a GPU affords the longer schedule a CPU chain cannot"},
+    )
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps of linear warmup"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 disables)"})
     patience: int = field(
@@ -110,6 +119,17 @@ class NluTrainConfig:
                              "cores, fewer compiled shapes)"},
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers for collation"})
+    slot_decoder: str = field(
+        default="viterbi", metadata={"help": "viterbi (best valid BIO sequence, utils/models/"
+                                     "bio_decode.py) or argmax (per word, then repair_bio)"},
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "label smoothing of both cross-entropy losses"}
+    )
+    layer_lr_decay: float = field(
+        default=1.0, metadata={"help": "encoder layer k (0: lowest) of N trains at lr * "
+                               "decay**(N-1-k), the embeddings at lr * decay**N (1.0: one lr)"},
+    )
     progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a TTY, rank 0)"})
     progress_every_s: float = field(
         default=30.0, metadata={"help": "log a progress line (epoch, batch, samples/s, ETA) at least "
@@ -214,7 +234,7 @@ class JointIntentSlotModel(nn.Module):
 
     def __init__(
         self, encoder: nn.Module, n_intents: int, n_slots: int, dropout: float = 0.1,
-        pooling: str = "mean", slot_loss_weight: float = 1.0,
+        pooling: str = "mean", slot_loss_weight: float = 1.0, label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -223,6 +243,7 @@ class JointIntentSlotModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.pooling = pooling
         self.slot_loss_weight = slot_loss_weight
+        self.label_smoothing = label_smoothing  # training only: not part of the bundle
         self.dropout = nn.Dropout(dropout)
         self.intent_head = nn.Linear(hidden, n_intents)
         self.slot_head = nn.Linear(hidden, n_slots)
@@ -242,12 +263,13 @@ class JointIntentSlotModel(nn.Module):
         slot_logits = self.slot_head(self.dropout(hidden))
         out = {"intent_logits": intent_logits, "slot_logits": slot_logits}
         if intent_labels is not None and slot_labels is not None:
-            intent_loss = F.cross_entropy(intent_logits.float(), intent_labels)
+            smooth = self.label_smoothing if self.training else 0.0
+            intent_loss = F.cross_entropy(intent_logits.float(), intent_labels, label_smoothing=smooth)
             # sum / count instead of mean: no NaN on a batch without labelled tokens
             flat = slot_labels.reshape(-1)
             slot_sum = F.cross_entropy(
                 slot_logits.float().reshape(flat.numel(), -1), flat,
-                ignore_index=IGNORE_INDEX, reduction="sum",
+                ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smooth,
             )
             slot_loss = slot_sum / (flat != IGNORE_INDEX).sum().clamp(min=1)
             out = {"loss": intent_loss + self.slot_loss_weight * slot_loss, **out}
@@ -415,6 +437,7 @@ class TrainedNlu:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    slot_decoder: str = "viterbi"  # see SLOT_DECODERS
 
     @property
     def device(self) -> torch.device:
@@ -476,16 +499,36 @@ def _autocast(device: torch.device, bf16: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
+def _encoder_depth(name: str, n_layers: int) -> int:
+    """0 for embeddings, k+1 for encoder layer k, n_layers+1 for anything above the layers."""
+    if ".embeddings." in name or name.startswith("encoder.embeddings"):
+        return 0
+    marker = ".layer."
+    if marker in name:
+        try:
+            return int(name.split(marker, 1)[1].split(".", 1)[0]) + 1
+        except ValueError:
+            pass
+    return n_layers + 1
+
+
 def _param_groups(model: JointIntentSlotModel, cfg: NluTrainConfig) -> list[dict[str, Any]]:
-    """Encoder vs heads (own lr); no weight decay on biases and norm weights."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """Encoder vs heads (own lr), layer-wise lr decay in the encoder; no weight decay on biases
+    and norm weights."""
+    n_layers = int(getattr(model.encoder.config, "num_hidden_layers", 0) or 0)
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
+        if not p.requires_grad:
+            continue
+        if name.startswith("encoder."):
+            depth = _encoder_depth(name, n_layers)
+            lr = cfg.lr * cfg.layer_lr_decay ** max(0, n_layers - depth)
+        else:
+            lr = cfg.head_lr
+        groups.setdefault((lr, p.ndim >= 2), []).append(p)
     return [
-        {"params": ps, "lr": cfg.lr if is_enc else cfg.head_lr,
-         "weight_decay": cfg.weight_decay if decays else 0.0}
-        for (is_enc, decays), ps in groups.items()
+        {"params": ps, "lr": lr, "weight_decay": cfg.weight_decay if decays else 0.0}
+        for (lr, decays), ps in groups.items()
     ]
 
 
@@ -534,9 +577,11 @@ def _progress(iterable: Any, enabled: bool, desc: str, total: int) -> Any:
 def _predict_words(
     model: JointIntentSlotModel, tokenizer: Any, token_lists: Sequence[Sequence[str]],
     intent_labels: Sequence[str], slot_labels: Sequence[str], max_length: int,
-    batch_size: int, bf16: bool = True,
+    batch_size: int, bf16: bool = True, slot_decoder: str = "viterbi",
 ) -> tuple[list[str], list[float], list[list[str]]]:
     """Intent, its probability and one (valid BIO) tag per word, for each token list."""
+    if slot_decoder not in SLOT_DECODERS:
+        raise ValueError(f"slot_decoder must be one of {SLOT_DECODERS}, not {slot_decoder!r}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -553,15 +598,66 @@ def _predict_words(
             out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         probs = out["intent_logits"].float().softmax(-1)
         conf, best = probs.max(-1)
-        slot_ids = out["slot_logits"].argmax(-1).cpu()
         conf, best = conf.cpu().tolist(), best.cpu().tolist()
+        word_tags = decode_slots(out["slot_logits"], [data.word_starts[i] for i in idx], slot_labels,
+                                 slot_decoder)
         for row, i in enumerate(idx):
             intents[i] = intent_labels[best[row]]
             confs[i] = float(conf[row])
-            word_tags = [slot_labels[int(slot_ids[row, p])] if p >= 0 else "O" for p in data.word_starts[i]]
-            tags[i] = repair_bio(word_tags)
+            tags[i] = word_tags[row]
     model.train(was_training)
     return intents, confs, tags
+
+
+def word_log_probs(
+    slot_logits: Any, word_starts: Sequence[Sequence[int]], o_index: int,
+) -> tuple[Any, list[int]]:
+    """``[B, W, L]`` log-probabilities at each word's first sub-token (numpy), and word counts.
+
+    A word without a sub-token (truncated, or tokenised to nothing) is forced to "O", as the
+    argmax path does. ``slot_logits`` is a torch tensor or numpy array ``[B, T, L]``.
+    """
+    import numpy as np
+
+    if isinstance(slot_logits, torch.Tensor):
+        logp = torch.log_softmax(slot_logits.float(), -1).cpu().numpy()
+    else:
+        x = np.asarray(slot_logits, dtype=np.float64)
+        x = x - x.max(-1, keepdims=True)
+        logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    n_labels = logp.shape[-1]
+    lengths = [len(ws) for ws in word_starts]
+    out = np.full((len(word_starts), max(lengths, default=0), n_labels), -1e6)
+    for row, ws in enumerate(word_starts):
+        for w, pos in enumerate(ws):
+            if pos >= 0:
+                out[row, w] = logp[row, pos]
+            else:
+                out[row, w, o_index] = 0.0
+    return out, lengths
+
+
+def decode_slots(
+    slot_logits: Any, word_starts: Sequence[Sequence[int]], slot_labels: Sequence[str],
+    slot_decoder: str = "viterbi",
+) -> list[list[str]]:
+    """One valid BIO tag per word for each row of sub-token slot logits ``[B, T, L]``.
+
+    ``slot_logits``: a torch tensor or a numpy array (e.g. from an exported runtime);
+    ``word_starts``: per row, each word's first sub-token position (-1: none), as ``encode``
+    gives them. ``viterbi``: best valid sequence (utils/models/bio_decode.py); ``argmax``:
+    per word, then ``repair_bio`` (bundles written before the setting existed).
+    """
+    if slot_decoder == "viterbi":
+        scores, lengths = word_log_probs(slot_logits, word_starts, list(slot_labels).index("O"))
+        paths = viterbi_bio(scores, lengths, slot_labels, log_probs=True)
+        return [[slot_labels[k] for k in path] for path in paths]
+    if slot_decoder != "argmax":
+        raise ValueError(f"slot_decoder must be one of {SLOT_DECODERS}, not {slot_decoder!r}")
+    ids = slot_logits.argmax(-1)
+    ids = ids.cpu().tolist() if isinstance(ids, torch.Tensor) else ids.tolist()
+    return [repair_bio([slot_labels[int(ids[row][p])] if p >= 0 else "O" for p in ws])
+            for row, ws in enumerate(word_starts)]
 
 
 def _fallback_metrics(
@@ -607,7 +703,7 @@ def evaluate(trained: TrainedNlu, examples: Sequence[NluExample], batch_size: in
     """Metrics of ``trained`` on labelled examples."""
     intents, _, tags = _predict_words(
         trained.model, trained.tokenizer, [ex.tokens for ex in examples], trained.intent_labels,
-        trained.slot_labels, trained.max_length, batch_size,
+        trained.slot_labels, trained.max_length, batch_size, slot_decoder=trained.slot_decoder,
     )
     return compute_metrics(examples, intents, tags)
 
@@ -642,6 +738,8 @@ def train_nlu(
         hf_logging.disable_progress_bar()
     if not train:
         raise ValueError("no training examples")
+    if cfg.slot_decoder not in SLOT_DECODERS:
+        raise ValueError(f"slot_decoder must be one of {SLOT_DECODERS}, not {cfg.slot_decoder!r}")
     dev = list(dev or [])
     ddp = _init_distributed(cfg.device)
     try:
@@ -656,10 +754,10 @@ def train_nlu(
             raise ValueError(f"{encoder_path}: a fast tokenizer is needed for word_ids()")
         model = JointIntentSlotModel(
             _encoder_from(encoder_path), len(intent_labels), len(slot_labels),
-            cfg.dropout, cfg.pooling, cfg.slot_loss_weight,
+            cfg.dropout, cfg.pooling, cfg.slot_loss_weight, cfg.label_smoothing,
         ).to(device)
         trained = TrainedNlu(model, tokenizer, intent_labels, slot_labels, cfg.max_length,
-                             config=dataclasses.asdict(cfg))
+                             config=dataclasses.asdict(cfg), slot_decoder=cfg.slot_decoder)
         data = encode(
             tokenizer, [ex.tokens for ex in train], cfg.max_length, [ex.tags for ex in train],
             {t: i for i, t in enumerate(slot_labels)}, [ex.intent for ex in train],
@@ -672,6 +770,11 @@ def train_nlu(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def max_epochs(cfg: NluTrainConfig, device: torch.device) -> int:
+    """``epochs_cuda`` on a GPU when set, else ``epochs``."""
+    return cfg.epochs_cuda if device.type == "cuda" and cfg.epochs_cuda > 0 else cfg.epochs
 
 
 def _fit(
@@ -689,7 +792,8 @@ def _fit(
                                 ddp.world_size, cfg.bucket_batches)
 
     steps_per_epoch = len(epoch_batches(0))
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
+    n_epochs = max_epochs(cfg, device)
+    total_steps = max(1, steps_per_epoch * n_epochs)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg), lr=cfg.lr, fused=device.type == "cuda"
     )
@@ -709,10 +813,10 @@ def _fit(
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
     log.info("training: %d examples, %d steps/epoch x %d epochs, device %s, world %d",
-             len(lengths), steps_per_epoch, cfg.epochs, device, ddp.world_size)
+             len(lengths), steps_per_epoch, n_epochs, device, ddp.world_size)
     progress = ProgressLog(cfg.progress_label, cfg.progress_every_s if ddp.is_main else 0.0,
-                           cfg.epochs, len(epoch_batches(1)))
-    for epoch in range(1, cfg.epochs + 1):
+                           n_epochs, len(epoch_batches(1)))
+    for epoch in range(1, n_epochs + 1):
         model.train()
         batches = epoch_batches(epoch)
         loader = torch.utils.data.DataLoader(
@@ -795,7 +899,7 @@ def predict(
     token_lists = [t.split() for t in texts]
     intents, confs, tags = _predict_words(
         trained.model, trained.tokenizer, token_lists, trained.intent_labels,
-        trained.slot_labels, trained.max_length, batch_size,
+        trained.slot_labels, trained.max_length, batch_size, slot_decoder=trained.slot_decoder,
     )
     results = []
     for text, tokens, intent, conf, tg in zip(texts, token_lists, intents, confs, tags):
@@ -825,6 +929,7 @@ def save_bundle(trained: TrainedNlu, out_dir: str | Path) -> Path:
         "pooling": trained.model.pooling,
         "dropout": trained.model.dropout.p,
         "slot_loss_weight": trained.model.slot_loss_weight,
+        "slot_decoder": trained.slot_decoder,
         "best_metrics": _jsonable(trained.best_metrics),
         "history": _jsonable(trained.history),
         "config": _jsonable(trained.config),
@@ -862,6 +967,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> TrainedNlu:
         intent_labels=meta["intent_labels"], slot_labels=meta["slot_labels"],
         max_length=meta["max_length"], history=meta.get("history", []),
         best_metrics=meta.get("best_metrics", {}), config=meta.get("config", {}),
+        slot_decoder=meta.get("slot_decoder", LEGACY_SLOT_DECODER),
     )
 
 

@@ -68,7 +68,7 @@ def _check_nlu(params: Any, dev_fraction: Any) -> None:
         positive(name, "a positive integer")
     for name in ("lr", "head_lr"):
         positive(name, "a positive float")
-    for name in ("epochs", "patience", "num_workers"):
+    for name in ("epochs", "epochs_cuda", "patience", "num_workers"):
         value = getattr(params, name)
         require(value >= 0, f"training.{name}", "a non-negative integer", value)
     for name in ("weight_decay", "grad_clip", "slot_loss_weight"):
@@ -77,6 +77,12 @@ def _check_nlu(params: Any, dev_fraction: Any) -> None:
     require(0 <= params.warmup_ratio <= 1, "training.warmup_ratio", "a fraction in [0, 1]", params.warmup_ratio)
     require(0 <= params.dropout < 1, "training.dropout", "a fraction in [0, 1)", params.dropout)
     require(params.pooling in ("mean", "cls"), "training.pooling", "mean or cls", params.pooling)
+    require(params.slot_decoder in ("viterbi", "argmax"), "training.slot_decoder", "viterbi or argmax",
+            params.slot_decoder)
+    require(0 <= params.label_smoothing < 1, "training.label_smoothing", "a fraction in [0, 1)",
+            params.label_smoothing)
+    require(0 < params.layer_lr_decay <= 1, "training.layer_lr_decay", "a number in (0, 1]",
+            params.layer_lr_decay)
     require(isinstance(dev_fraction, (int, float)) and not isinstance(dev_fraction, bool)
             and 0 <= dev_fraction < 1, "training.dev_fraction", "a fraction in [0, 1)", dev_fraction)
 
