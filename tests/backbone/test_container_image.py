@@ -98,7 +98,9 @@ def test_run_pipeline_uses_a_prebuilt_venv(tmp_path):
     `setup` only ensures it, `chain` is main.py."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "$@" >>"{tmp_path}/calls"\nexec {sys.executable} "$@"\n')
+    # main.py itself is not run: Hydra's --help walks the whole config dir (repo root, .venv included)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "$@" >>"{tmp_path}/calls"\n'
+                                         f'[ "$1" = main.py ] && exit 0\nexec {sys.executable} "$@"\n')
     (venv / "bin" / "python").chmod(0o755)
     digest = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     (venv / f".installed-{digest}-nlu-test").touch()
