@@ -54,6 +54,15 @@ def parse_version_id(version: str) -> tuple[str, int]:
     return match["name"], int(match["number"])
 
 
+def production_unusable(production: str | None, model_name: str) -> str | None:
+    """Why a drift check cannot score this production version (none, or another model's), else None."""
+    if production is None:
+        return "no production model"
+    if parse_version_id(production)[0] != model_name:
+        return f"production model {production} is not a {model_name} (other task)"
+    return None
+
+
 _STAGING_RE = re.compile(r"^\.staging-.+-p(?P<pid>\d+)-[0-9a-f]{8}$")
 _STALE_DEBRIS_S = 3600.0
 ABANDONED_FILE = "abandoned.json"

@@ -48,7 +48,7 @@ from utils.monitoring.drift import (
     performance_drift,
     tabular_drift,
 )
-from utils.models.model_store import ModelStore, parse_version_id
+from utils.models.model_store import ModelStore, parse_version_id, production_unusable
 from utils.pipeline.paths import REPO_ROOT, StatePaths
 
 log = logging.getLogger("fullprocess.drift")
@@ -189,11 +189,9 @@ def check_performance(cfg: DictConfig, store: ModelStore, new: Any, schema: Any 
     out: dict[str, Any] = {"production": production, "metric": metric, "direction": direction, "drift": None,
                            "n_examples": len(new), "rule": rule, "alpha": alpha,
                            "relative_tolerance": float(perf_cfg.relative_tolerance)}
-    if production is None:
-        out["reason"] = "no production model"
-        return out
-    if parse_version_id(production)[0] != task.model_name:
-        out["reason"] = f"production model {production} is not a {task.model_name} (other task)"
+    unusable = production_unusable(production, task.model_name)
+    if unusable:
+        out["reason"] = unusable
         return out
     if len(new) < max(1, int(perf_cfg.min_examples)):
         out["reason"] = f"{len(new)} new labelled rows < drift.performance.min_examples={perf_cfg.min_examples}"

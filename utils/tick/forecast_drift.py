@@ -32,7 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from utils.data.forecast_data import read_dataset, series_col
-from utils.models.model_store import ModelStore, parse_version_id
+from utils.models.model_store import ModelStore, production_unusable
 from utils.monitoring.drift import (
     DriftReport,
     DriftSettings,
@@ -96,11 +96,9 @@ def check_forecast_performance(cfg: DictConfig, store: ModelStore, current: pd.D
     versus_baseline = bool(OmegaConf.select(cfg, "drift.forecast.versus_baseline", default=True))
     out: dict[str, Any] = {"production": production, "metric": metric, "direction": "lower", "drift": None,
                            "n_examples": n_new, "rule": rule, "alpha": alpha, "relative_tolerance": tolerance}
-    if production is None:
-        out["reason"] = "no production model"
-        return out
-    if parse_version_id(production)[0] != task.model_name:
-        out["reason"] = f"production model {production} is not a {task.model_name} (other task)"
+    unusable = production_unusable(production, task.model_name)
+    if unusable:
+        out["reason"] = unusable
         return out
     if first_new is None or n_new < max(1, int(perf_cfg.min_examples)):
         out["reason"] = f"{n_new} new rows < drift.performance.min_examples={perf_cfg.min_examples}"
