@@ -76,6 +76,23 @@ def run_main(*overrides: str, state_dir: Path, check: bool = True, timeout: int 
     return proc
 
 
+# What MLflow's fluent API exports to os.environ (mlflow.set_experiment sets MLFLOW_EXPERIMENT_ID
+# so that children inherit it): one test's experiment must not become a later subprocess's.
+_MLFLOW_PROCESS_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_env_leaks() -> Iterator[None]:
+    """Restore the MLflow variables of os.environ after every test."""
+    before = {key: os.environ.get(key) for key in _MLFLOW_PROCESS_ENV}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"

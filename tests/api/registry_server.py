@@ -94,8 +94,12 @@ def register_version(uri: str, name: str, model_dir: Path, score: float | None =
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        experiment = mlflow.set_experiment("registry-tests")
-        with mlflow.start_run(experiment_id=experiment.experiment_id):
+        # not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to this process's children
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("registry-tests")
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else client.create_experiment("registry-tests"))
+        with mlflow.start_run(experiment_id=experiment_id):
             import sklearn
 
             from mlflow.models import Model
