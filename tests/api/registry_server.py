@@ -3,83 +3,36 @@
 Generic on purpose: the backend store is a parameter (a SQLite file by default; a
 `postgresql+psycopg://...` URI works the same), artifacts are proxied by the server
 (`--serve-artifacts --artifacts-destination <dir>`), so clients never see a local path.
-The port is kept across restarts: replicas pointed at it must find it again.
+The port is kept across restarts: replicas pointed at it must find it again. The process
+itself is tests/fixtures/mlflow_server.py's (start, /health, stop of its process group).
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import requests
+from tests.fixtures.mlflow_server import MlflowServer
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RegistryServer:
-    """`mlflow server` on 127.0.0.1:<free port> with proxied artifacts."""
+class RegistryServer(MlflowServer):
+    """Plain `mlflow server` (SQLite allowed, unlike the project's command) in ``root``:
+    the store ``root/mlflow.db`` unless ``backend_uri`` is given, artifacts in ``root/artifacts``,
+    the log in ``root/server.log``. One way to start a server in tests: tests/fixtures/mlflow_server.py."""
 
     def __init__(self, root: Path, backend_uri: str | None = None, port: int | None = None,
                  workers: int = 1) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.backend_uri = backend_uri or f"sqlite:///{self.root / 'mlflow.db'}"
-        self.artifacts = self.root / "artifacts"
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workers = workers
-        self.log = self.root / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 120.0) -> "RegistryServer":
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", self.backend_uri, "--serve-artifacts",
-               "--artifacts-destination", str(self.artifacts), "--workers", str(self.workers)]
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(cmd, cwd=str(self.root), start_new_session=True, env=env,
-                                     stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"mlflow server not ready on {self.url} in {timeout_s} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
+        super().__init__(backend_uri or f"sqlite:///{self.root / 'mlflow.db'}", self.root / "artifacts",
+                         self.root / "server.log", port=port, workers=workers, via_project=False,
+                         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, cwd=self.root)
 
     def restart(self, down_s: float = 0.0) -> "RegistryServer":
         """Stop, stay down ``down_s`` seconds, start again on the same port and store."""
         self.stop()
         time.sleep(down_s)
-        return self.start()
-
-    def __enter__(self) -> "RegistryServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.start()
+        return self
 
 
 def register_version(uri: str, name: str, model_dir: Path, score: float | None = None, metric: str = "f1",

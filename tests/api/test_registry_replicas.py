@@ -92,6 +92,16 @@ def wait_alias(client: mlflow.MlflowClient, number: int, timeout_s: float = 600)
     raise AssertionError(f"{MODEL}@champion never became v{number}")
 
 
+def wait_health(replicas: list[LiveServer], status: str, timeout_s: float) -> list[dict]:
+    """Every replica's /health once all say ``status``, or the last answers at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = [requests.get(f"{r.url}/health").json() for r in replicas]
+        if all(s["status"] == status for s in states) or time.monotonic() >= deadline:
+            return states
+        time.sleep(0.5)
+
+
 def chain(host: Path, server: RegistryServer, *extra: str):
     return run_main(*CHAIN, f"main.tracking_uri={server.url}", *extra, state_dir=host, timeout=900)
 
@@ -131,20 +141,10 @@ def test_replicas_follow_deploys_rollbacks_and_survive_a_server_restart(tmp_path
 
         # the tracking server goes away and comes back: replicas keep serving, degraded meanwhile
         server.stop()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            states = [requests.get(f"{r.url}/health").json() for r in replicas]
-            if all(s["status"] == "degraded" for s in states):
-                break
-            time.sleep(0.5)
+        states = wait_health(replicas, "degraded", 30)
         assert all(s["status"] == "degraded" and server.url in " ".join(s["problems"]) for s in states), states
         server.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            states = [requests.get(f"{r.url}/health").json() for r in replicas]
-            if all(s["status"] == "ok" for s in states):
-                break
-            time.sleep(0.5)
+        states = wait_health(replicas, "ok", 60)
         assert all(s["status"] == "ok" for s in states), states
 
         # rollback from host C (the operator CLI), both replicas follow
