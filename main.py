@@ -539,7 +539,12 @@ def go(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    from utils.pipeline.cli_help import help_requested, help_text
     from utils.pipeline.failures import run_hydra_entry
+
+    if kind := help_requested(sys.argv[1:]):   # Hydra's own help walks the whole repo root
+        print(help_text(kind, REPO_ROOT, [a for a in sys.argv[1:] if not a.startswith("-")]))
+        sys.exit(0)
 
     run_hydra_entry(go)   # disk full, read-only state dir, corrupt DB, server down: one line
     sys.exit(max(EXIT_CODES, default=1))

@@ -2,7 +2,6 @@
 /metrics, /dashboard. Admin routes live in admin.py."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api import json_codec
 from api.auth import HEADER, check_api_key, require_api_key
 from api.errors import ApiError
 from api.model_service import ServedModel
@@ -174,7 +174,7 @@ def metrics() -> Response:
 
 
 # ---- prediction --------------------------------------------------------------------------
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json_codec.dumps
 
 
 def read_body() -> bytes:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+
+from api import json_codec
 
 MAX_ERRORS = 10        # problems listed in one 400 answer
 MAX_ID_CHARS = 256
@@ -114,7 +115,7 @@ def parse_body(data: bytes, mimetype: str, task: str) -> ParsedBody:
 
 def _parse_json(data: bytes) -> ParsedBody:
     try:
-        payload = json.loads(data, parse_constant=_reject_constant)
+        payload = json_codec.loads(data, _reject_constant)
     except RecursionError:
         raise RequestError("invalid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
@@ -428,7 +429,7 @@ def forecast_request(data: bytes, mimetype: str, limits: Limits, series_column: 
     if not data:
         raise RequestError('empty body: send {"series": ["<id>", ...], "horizon": <days>}')
     try:
-        payload = json.loads(data, parse_constant=_reject_constant)
+        payload = json_codec.loads(data, _reject_constant)
     except RecursionError:
         raise RequestError("invalid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.fixtures.pyfunc_models import mlflow_models_serve, run_isolated, throwaway_registry
 
 
 def test_ids_and_covariates_from_the_usual_shapes() -> None:
@@ -37,24 +34,10 @@ def logged_model(fitted_small, tmp_path_factory: pytest.TempPathFactory) -> Iter
     import mlflow
     from forecast_training import log_forecast_model
 
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        exp = mlflow.create_experiment("forecast_test", artifact_location=(root / "artifacts").as_uri())
+    with throwaway_registry(tmp_path_factory.mktemp("mlflow"), "forecast_test") as (uri, exp):
         with mlflow.start_run(experiment_id=exp):
             info = log_forecast_model(fitted_small, registered_model_name="sales_test")
-        yield {"tracking_uri": uri, "model_uri": info.model_uri, "root": root}
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def _clean_env(tracking_uri: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+        yield {"tracking_uri": uri, "model_uri": info.model_uri}
 
 
 def test_logged_model_round_trip_in_a_clean_process(logged_model, fitted_small, repo_root, tmp_path) -> None:
@@ -75,11 +58,7 @@ except Exception as exc:
 mods = sorted(k for k in sys.modules if k == "utils" or k.startswith(("forecast", "utils.")))
 print(json.dumps({{"a": a.to_dict(orient="records"), "b": len(b), "err": err, "modules": mods}}))
 """
-    (tmp_path / "utils").mkdir()  # a decoy: the model must not depend on the repo's utils package
-    out = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=_clean_env(logged_model["tracking_uri"]),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_isolated(code, tmp_path, logged_model["tracking_uri"])
     assert result["modules"] == ["forecast_model"]
     expected = fitted_small.predict(ids)
     got = pd.DataFrame(result["a"])
@@ -88,43 +67,20 @@ print(json.dumps({{"a": a.to_dict(orient="records"), "b": len(b), "err": err, "m
     assert "unknown series id(s): nope" in result["err"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve(logged_model, fitted_small, tmp_path: Path) -> None:
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", logged_model["model_uri"], "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp_path, env=_clean_env(logged_model["tracking_uri"]),
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"),
-    )
     ids = fitted_small.series_ids[:2]
+    with mlflow_models_serve(logged_model["model_uri"], logged_model["tracking_uri"], tmp_path) as url:
 
-    def post(body: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    try:
-        deadline = time.monotonic() + 150
-        while True:
+        def post(body: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.5)
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
         status, body = post({"dataframe_records": [{"series_id": i} for i in ids], "params": {"horizon": 5}})
         assert status == 200, body
         preds = body["predictions"]
@@ -132,6 +88,3 @@ def test_mlflow_models_serve(logged_model, fitted_small, tmp_path: Path) -> None
         assert all(p["forecast"] >= 0 for p in preds)
         status, body = post({"dataframe_records": [{"series_id": "nope"}]})
         assert 400 <= status < 500 or "unknown series" in json.dumps(body)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.fixtures.pyfunc_models import mlflow_models_serve, run_isolated, throwaway_registry
 
 TEXTS = ["monthly   rainfall in northern Kenya 2015 to 2020 as geotiff", "what is NDVI ?", ""]
 
@@ -36,24 +33,10 @@ def logged_model(fitted: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     import mlflow
     from nlu_logging import log_nlu_model
 
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        exp = mlflow.create_experiment("nlu_test", artifact_location=(root / "artifacts").as_uri())
+    with throwaway_registry(tmp_path_factory.mktemp("mlflow"), "nlu_test") as (uri, exp):
         with mlflow.start_run(experiment_id=exp):
             info = log_nlu_model(fitted["trained"], name="model", registered_model_name="eo_nlu_test")
-        yield {"tracking_uri": uri, "model_uri": info.model_uri, "root": root}
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def _clean_env(tracking_uri: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+        yield {"tracking_uri": uri, "model_uri": info.model_uri}
 
 
 @pytest.mark.slow
@@ -76,11 +59,7 @@ runtime = type(m.unwrap_python_model()._trained.model).__name__
 print(json.dumps({{"records": a.to_dict(orient="records"), "df_records": b.to_dict(orient="records"),
                   "modules": mods, "runtime": runtime}}))
 """
-    (tmp_path / "utils").mkdir()  # a decoy: the model must not depend on the repo's utils package
-    out = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=_clean_env(logged_model["tracking_uri"]),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_isolated(code, tmp_path, logged_model["tracking_uri"])
     assert result["modules"] == ["nlu_data", "nlu_model", "nlu_onnx"]
     assert result["runtime"] == "OrtJointModel"      # the fast path, checked identical at load
     expected = nlu_model.predict(fitted["trained"], TEXTS)
@@ -90,34 +69,11 @@ print(json.dumps({{"records": a.to_dict(orient="records"), "df_records": b.to_di
         assert got["confidence"] == pytest.approx(exp["confidence"], abs=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve(logged_model: dict, tmp_path: Path) -> None:
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", logged_model["model_uri"], "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp_path, env=_clean_env(logged_model["tracking_uri"]),
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"),
-    )
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.5)
+    with mlflow_models_serve(logged_model["model_uri"], logged_model["tracking_uri"], tmp_path) as url:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": TEXTS[:2]}).encode(),
+            f"{url}/invocations", data=json.dumps({"inputs": TEXTS[:2]}).encode(),
             headers={"Content-Type": "application/json"},
         )
         preds = json.loads(urllib.request.urlopen(req, timeout=60).read())["predictions"]
@@ -125,6 +81,3 @@ def test_mlflow_models_serve(logged_model: dict, tmp_path: Path) -> None:
         text = TEXTS[0]
         for slot in preds[0]["slots"]:
             assert text[slot["start"]:slot["end"]] == slot["text"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
