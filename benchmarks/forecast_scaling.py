@@ -5,8 +5,9 @@ hold out the last `--horizon` days, then
   * model:     fit the global LightGBM (mlforecast, the default hyperparameters of
                utils/conf/task/forecast.yaml) on the rest, forecast the horizon for every series
   * baseline:  seasonal-naive (season 7) "fit" (nothing) and forecast, same series, same run
-and report wall times, rows per second, and the WMAPE of both on the held-out days
-(a one-window rolling-origin backtest), with the model/baseline ratios.
+and report wall and CPU times, rows per second, the process's peak memory, and the WMAPE of
+both on the held-out days (a one-window rolling-origin backtest), with the model/baseline
+ratios of time (fit + forecast over seasonal-naive, CPU) and of WMAPE.
 
     python benchmarks/forecast_scaling.py                          # 100 and 1,000 series x 730 days
     python benchmarks/forecast_scaling.py --sizes 100 1000 10000   # 10,000 takes minutes on 2 cores
@@ -14,7 +15,8 @@ and report wall times, rows per second, and the WMAPE of both on the held-out da
     python benchmarks/forecast_scaling.py --compare learning_rate=0.05 n_estimators=300   # vs other settings
 
 Times: wall seconds and CPU seconds of this process (all threads); on shared, busy cores the
-CPU seconds are the steadier measure of the work.
+CPU seconds are the steadier measure of the work. `cpu x` = (fit + forecast CPU) / seasonal-naive
+CPU; `peak MB` = the process's peak resident memory so far (the largest size sets it).
 
 Nothing is written to the repo; the numbers depend on the machine and its load.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -67,11 +70,11 @@ def measure(data: tuple[gen.Hierarchy, pd.DataFrame, pd.DataFrame, float], days:
     forecast = fitted.predict(covariates=fm.request_frame(test, cols))
     predict_s, predict_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     history = train.rename(columns={"series_id": fm.ID, "date": fm.DS, "sales": fm.Y}).assign(
         ds=lambda f: pd.to_datetime(f[fm.DS]))
     baseline = fm.seasonal_naive(history[[fm.ID, fm.DS, fm.Y]], horizon, "D", params.season)
-    baseline_s = time.perf_counter() - t0
+    baseline_s, baseline_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
     actual = test[["series_id", "date", "sales"]]
     joined = forecast.drop(columns=[fm.BASELINE_COLUMN]).merge(actual, on=["series_id", "date"])
@@ -81,9 +84,16 @@ def measure(data: tuple[gen.Hierarchy, pd.DataFrame, pd.DataFrame, float], days:
     base_wmape = point_metrics(base["sales"], base[fm.BASELINE_COLUMN], cols.tweedie_power)["wmape"]
     return {"series": h.n_series, "days": days, "train_rows": len(train), "generate_s": generate_s,
             "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s, "predict_cpu_s": predict_cpu_s,
-            "baseline_s": baseline_s,
+            "baseline_s": baseline_s, "baseline_cpu_s": baseline_cpu_s,
+            "time_ratio_cpu": (fit_cpu_s + predict_cpu_s) / max(baseline_cpu_s, 1e-9),
+            "peak_rss_mb": peak_rss_mb(),
             "model_wmape": model_wmape, "baseline_wmape": base_wmape,
             "wmape_ratio": model_wmape / base_wmape, "train_rows_per_s": len(train) / fit_s}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MB; sizes run smallest first, so per size)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -118,7 +128,8 @@ def main() -> None:
         print(f"compare: {parse_overrides(args.compare)}")
     rows = []
     header = (f"{'setting':>8} {'series':>7} {'days':>5} {'train rows':>11} {'fit s':>7} {'fit cpu':>7} "
-              f"{'fcst s':>7} {'fcst cpu':>8} {'naive s':>7} {'model WMAPE':>11} {'naive WMAPE':>11} {'ratio':>6}")
+              f"{'fcst s':>7} {'fcst cpu':>8} {'naive s':>7} {'naive cpu':>9} {'cpu x':>7} {'peak MB':>7} "
+              f"{'model WMAPE':>11} {'naive WMAPE':>11} {'ratio':>6}")
     print(header)
     for n in args.sizes:
         data = split(n, args.days, args.horizon, args.seed)
@@ -127,7 +138,8 @@ def main() -> None:
             rows.append(row)
             print(f"{name:>8} {row['series']:>7} {row['days']:>5} {row['train_rows']:>11,} {row['fit_s']:>7.1f} "
                   f"{row['fit_cpu_s']:>7.1f} {row['predict_s']:>7.2f} {row['predict_cpu_s']:>8.2f} "
-                  f"{row['baseline_s']:>7.2f} {row['model_wmape']:>11.4f} {row['baseline_wmape']:>11.4f} "
+                  f"{row['baseline_s']:>7.2f} {row['baseline_cpu_s']:>9.2f} {row['time_ratio_cpu']:>7.1f} "
+                  f"{row['peak_rss_mb']:>7.0f} {row['model_wmape']:>11.4f} {row['baseline_wmape']:>11.4f} "
                   f"{row['wmape_ratio']:>6.3f}", flush=True)
         if len(settings) > 1:
             a, b = rows[-2], rows[-1]

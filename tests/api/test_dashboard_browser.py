@@ -8,29 +8,17 @@ URL or a plot outside the page would leave none). Skipped when Chromium is not i
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 
-import numpy as np
 import pytest
 
 from tests.api.conftest import RECORD, free_port
+from tests.fixtures.browser import count_colour, requires_chromium, screenshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
-
-def count_colour(png_path, rgb: tuple[int, int, int], tolerance: int = 30) -> int:
-    """Pixels of the screenshot within ``tolerance`` (per channel, 0-255) of ``rgb``."""
-    from matplotlib.image import imread
-
-    pixels = np.rint(imread(str(png_path))[:, :, :3] * 255).astype(np.int16)
-    return int((np.abs(pixels - np.array(rgb)).max(axis=2) <= tolerance).sum())
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@requires_chromium
 def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, model_dirs):
     """Two models on one chart: each model's line in its colour, deployments starred."""
     from werkzeug.serving import make_server
@@ -65,17 +53,10 @@ def test_dashboard_plot_visible_in_headless_chromium(make_app, state, tmp_path, 
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    shot = tmp_path / "dashboard.png"
     try:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1400,1400", f"--screenshot={shot}", f"http://127.0.0.1:{port}/dashboard"],
-            capture_output=True, text=True, timeout=120)
+        shot = screenshot(f"http://127.0.0.1:{port}/dashboard", tmp_path / "dashboard.png", (1400, 1400))
     finally:
         server.shutdown()
-    assert shot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     primary = tuple(int(PRIMARY_COLOR[i:i + 2], 16) for i in (1, 3, 5))
     assert count_colour(shot, primary, tolerance=20) > 500, "the first model's line is not on the page"
     second = tuple(int(MODEL_COLORS[1][i:i + 2], 16) for i in (1, 3, 5))

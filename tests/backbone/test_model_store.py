@@ -75,6 +75,18 @@ def test_scores_are_written_atomically_and_read_back(tmp_path):
         store.write_score("m-v1", {"accuracy": 0.8}, "f1")
 
 
+def test_scores_are_stamped_with_the_pipeline_clock(tmp_path, monkeypatch):
+    """Under MLOPS_NOW (a simulated week) a version's scoring time is the simulated one, so its
+    backtest sits beside the monitoring records of the same day on the dashboard."""
+    store = store_with(tmp_path, "m-v1")
+    monkeypatch.setenv("MLOPS_NOW", "2031-03-04T05:06:07+00:00")
+    store.write_score("m-v1", {"f1": 0.75}, "f1")
+    scored = json.loads((store.version_dir("m-v1") / "scores.json").read_text())["scored"]
+    from datetime import datetime
+
+    assert datetime.strptime(scored, "%Y-%m-%dT%H:%M:%S%z").timestamp() == 1930367167
+
+
 def test_torn_history_line_is_skipped(tmp_path):
     store = store_with(tmp_path, "m-v1")
     store.deploy("m-v1")

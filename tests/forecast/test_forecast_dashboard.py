@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.api.test_dashboard_browser import CHROMIUM, count_colour
+from tests.fixtures.browser import count_colour, requires_chromium, screenshot
 from tests.forecast.test_forecast_api import forecast_client  # noqa: F401  (the fixture)
 
 DAY = 86400.0
@@ -65,7 +64,7 @@ def test_picked_series_and_unknown_ones(monitored) -> None:
     assert "<script>" not in hostile and "&lt;script&gt;" in hostile
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@requires_chromium
 def test_forecast_section_visible_in_headless_chromium(monitored, tmp_path: Path) -> None:
     """The metric panels (the model's colour) and the series panels (seasonal-naive's orange) render."""
     from werkzeug.serving import make_server
@@ -76,18 +75,11 @@ def test_forecast_section_visible_in_headless_chromium(monitored, tmp_path: Path
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    shot = tmp_path / "forecast_dashboard.png"
     try:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1400,2000", f"--screenshot={shot}",
-             f"http://127.0.0.1:{port}/dashboard?series_sales_forecast={ids[0]},{ids[6]}"],
-            capture_output=True, text=True, timeout=120)
+        shot = screenshot(f"http://127.0.0.1:{port}/dashboard?series_sales_forecast={ids[0]},{ids[6]}",
+                          tmp_path / "forecast_dashboard.png", (1400, 2000))
     finally:
         server.shutdown()
-    assert shot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     assert count_colour(shot, (0x1F, 0x77, 0xB4), tolerance=20) > 1500, "the model's metric lines are not visible"
     assert count_colour(shot, (0xFF, 0x7F, 0x0E), tolerance=25) > 150, "the series panels are not visible"
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-
-import os
 import re
 import shutil
 
@@ -13,6 +11,7 @@ from PIL import Image
 
 from tests.diagnostics.builders import (NLU_TASK, TABULAR_TASK, built_and_reported, load_steps,
                                         reporting_config, run_in_pipeline, tracking_at, write_drift)
+from tests.fixtures.browser import requires_chromium, screenshot
 from utils.monitoring import report_lib as rl
 from utils.pipeline.paths import StatePaths
 
@@ -264,27 +263,12 @@ def test_reporting_refuses_diagnostics_of_the_other_task(tabular_copy, caplog):
 
 
 # ------------------------------------------------------------------------- headless browser
-CHROMIUM = "/usr/bin/chromium"
-
-
-def screenshot(html_file, out, tmp_path) -> np.ndarray:
-    import subprocess
-
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={out}", "--window-size=1200,2000",
-         html_file.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
-    return png(out)
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason=f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
+@requires_chromium
 @pytest.mark.parametrize("task", ["tabular", "nlu"])
 def test_report_renders_in_headless_chromium_with_plots(task, request, tmp_path):
     state = request.getfixturevalue(task)
-    shot = screenshot(state["paths"].reports_dir / "report.html", tmp_path / "shot.png", tmp_path)
+    report = state["paths"].reports_dir / "report.html"
+    shot = png(screenshot(report.as_uri(), tmp_path / "shot.png", (1200, 2000)))
     assert shot.shape[:2] == (2000, 1200)
     assert_drawn(shot)
     r, g, b = (shot[..., i].astype(int) for i in range(3))
@@ -299,8 +283,7 @@ def test_report_renders_in_headless_chromium_with_plots(task, request, tmp_path)
         assert star.sum() > 30
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason=f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
+@requires_chromium
 def test_report_drift_section_renders_in_headless_chromium(tabular_copy, tmp_path):
     root, experiment_id = tabular_copy
     _, reporting = load_steps()
@@ -312,16 +295,7 @@ def test_report_drift_section_renders_in_headless_chromium(tabular_copy, tmp_pat
     text = html.read_text()
     head, body = text[:text.index("<body>") + 6], text[text.index('<section id="drift">'):]
     (tmp_path / "drift.html").write_text(head + body)
-    import subprocess
-
-    out = tmp_path / "drift.png"
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={out}", "--window-size=1200,1800",
-         (tmp_path / "drift.html").as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
-    shot = png(out)
+    shot = png(screenshot((tmp_path / "drift.html").as_uri(), tmp_path / "drift.png", (1200, 1800)))
     assert shot.shape[:2] == (1800, 1200)
     assert_drawn(shot)
     r, g, b = (shot[..., i].astype(int) for i in range(3))

@@ -32,6 +32,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from utils.pipeline import clock
 from utils.tick.tick_lock import pid_alive
 
 _VERSION_RE = re.compile(r"^(?P<name>.+)-v(?P<number>\d+)$")
@@ -158,7 +159,7 @@ class ModelStore:
         folder = self.version_dir(version)
         _atomic_write_text(folder / "scores.json", json.dumps(
             {"primary_metric": primary_metric, "direction": direction, "metrics": metrics,
-             "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+             "scored": clock.now_iso()}, indent=2))   # MLOPS_NOW-aware: beside the monitoring records
         _atomic_write_text(folder / "latestscore.txt", f"{metrics[primary_metric]}\n")
 
     def read_score(self, version: str) -> float | None:
