@@ -12,8 +12,13 @@ keeps torch when any intent or tag differs (or onnxruntime is missing).
 
 The graph is written beside the weights (``<bundle>/model.onnx``) when the model is logged
 (nlu_logging.py), or at load time into a temporary folder for bundles logged before.
-Threads: ``MLOPS_NLU_THREADS`` (default 1: one per gunicorn worker; the workers are the
-parallelism).
+
+Threads: one intra-op thread is the fastest for a single query (a MiniLM query is too small to
+split, and the gunicorn workers are the parallelism), but a batch of 64 on one thread runs at
+half of torch's multi-threaded speed. So there are two sessions over the same graph: calls of
+fewer than ``BATCH_ROWS`` texts run on ``MLOPS_NLU_THREADS`` threads (default 1), larger ones
+on ``MLOPS_NLU_BATCH_THREADS`` (default: every core this process may use). The API sets both
+from ``api.nlu_threads`` / ``api.nlu_batch_threads``.
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 OPSET = 17
-THREADS_ENV = "MLOPS_NLU_THREADS"
+THREADS_ENV = "MLOPS_NLU_THREADS"              # intra-op threads for small calls (default 1)
+BATCH_THREADS_ENV = "MLOPS_NLU_BATCH_THREADS"  # ... for calls of BATCH_ROWS texts or more (default: all cores)
+BATCH_ROWS = 8     # from this many rows a call runs on the batch session (below: threads cost more than they give)
 PROBE_TEXTS = [
     "monthly rainfall in northern Kenya 2015 to 2020 as geotiff",
     "what is NDVI ?",
@@ -78,27 +85,66 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):      # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads(name: str, default: int) -> int:
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={raw!r}: intra-op threads must be a whole number >= 1")
+    return value
+
+
+def thread_counts(threads: int | None = None, batch_threads: int | None = None) -> tuple[int, int]:
+    """``(small-call threads, batch threads)``: the arguments, else the environment, else 1 and
+    every usable core."""
+    return (threads or _env_threads(THREADS_ENV, 1),
+            batch_threads or _env_threads(BATCH_THREADS_ENV, usable_cores()))
+
+
+def _session(onnx_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 1:   # idle workers block instead of spinning: tokenising and decoding get the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
 class OrtJointModel(nn.Module):
-    """An ONNX Runtime session behind the JointIntentSlotModel interface (forward -> logits dict)."""
+    """ONNX Runtime sessions behind the JointIntentSlotModel interface (forward -> logits dict):
+    one for small calls, one for batches (see the module docstring; one when both counts agree)."""
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None, reference: nn.Module | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, threads: int | None = None, reference: nn.Module | None = None,
+                 batch_threads: int | None = None) -> None:
         super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get(THREADS_ENV) or 1)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.onnx_path = Path(onnx_path)
+        self.threads, self.batch_threads = thread_counts(threads, batch_threads)
+        self.session = _session(self.onnx_path, self.threads)
+        self.batch_session = (self.session if self.batch_threads == self.threads
+                              else _session(self.onnx_path, self.batch_threads))
         self._device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # next(parameters()) -> cpu
         # attributes nlu_model may read from the torch model (pooling, heads) stay available
         self.reference = [reference]     # a list: not registered as a submodule (no duplicate weights walk)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
-        intent, slots = self.session.run(None, {"input_ids": input_ids.numpy(),
-                                                "attention_mask": attention_mask.numpy()})
+        session = self.batch_session if input_ids.shape[0] >= BATCH_ROWS else self.session
+        intent, slots = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
         return {"intent_logits": torch.from_numpy(intent), "slot_logits": torch.from_numpy(slots)}
 
 
@@ -122,7 +168,9 @@ def load_fast(nlu: Any, trained: Any, bundle_dir: str | Path, probe_texts: list[
             path = export_onnx(trained.model, Path(tempfile.mkdtemp(prefix="nlu_onnx_")) / ONNX_FILE)
         fast = dataclasses.replace(trained, model=OrtJointModel(path, reference=trained.model))
         probes = probe_texts or PROBE_TEXTS
-        if not _same(nlu.predict(fast, probes), nlu.predict(trained, probes)):
+        expected = nlu.predict(trained, probes)
+        # one batch (the batch session when there are BATCH_ROWS probes) and one query at a time
+        if not (_same(nlu.predict(fast, probes), expected) and _same(nlu.predict(fast, probes, batch_size=1), expected)):
             log.warning("the ONNX graph of %s answers differently from torch on probe queries; torch answers",
                         bundle_dir)
             return trained

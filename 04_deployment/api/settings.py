@@ -42,6 +42,8 @@ class ApiSettings:
     threads: int = 4                      # threads per worker (gthread only)
     prediction_concurrency: int = 1       # predictions computed at once per worker (GIL: more is slower)
     fast_path: bool = True                # tabular: numpy replay checked equal to scikit-learn (api/fast_tabular.py)
+    nlu_threads: int = 1                  # NLU (ONNX Runtime): intra-op threads per worker for calls of < 8 texts
+    nlu_batch_threads: int | None = None  # ... for larger batches; None: every core the worker may use
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413
     max_records: int = 10_000             # records/texts per /prediction request
@@ -67,6 +69,9 @@ class ApiSettings:
                      "max_text_chars", "prediction_log_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"api.{name}={getattr(self, name)} (must be >= 1)")
+        if self.nlu_threads < 1 or (self.nlu_batch_threads is not None and self.nlu_batch_threads < 1):
+            problems.append(f"api.nlu_threads={self.nlu_threads}, api.nlu_batch_threads={self.nlu_batch_threads} "
+                            "(must be >= 1; nlu_batch_threads null: every core)")
         if self.default_model is not None:
             from utils.pipeline.paths import ModelNameError, check_model_name
 
@@ -88,6 +93,17 @@ class ApiSettings:
         if problems:
             raise ApiConfigError("invalid api settings: " + ", ".join(problems))
         return self
+
+
+def export_nlu_threads(settings: ApiSettings, environ: Any = None) -> None:
+    """api.nlu_threads / api.nlu_batch_threads as the environment the NLU pyfunc reads at load
+    (nlu_onnx.THREADS_ENV, BATCH_THREADS_ENV): a logged model takes no serving options. The
+    config wins; ``nlu_batch_threads: null`` leaves MLOPS_NLU_BATCH_THREADS as it is (unset:
+    every core)."""
+    environ = os.environ if environ is None else environ
+    environ["MLOPS_NLU_THREADS"] = str(settings.nlu_threads)
+    if settings.nlu_batch_threads is not None:
+        environ["MLOPS_NLU_BATCH_THREADS"] = str(settings.nlu_batch_threads)
 
 
 @dataclass(frozen=True)

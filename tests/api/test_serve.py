@@ -95,3 +95,20 @@ def test_run_pipeline_serve_calls_serve_py():
 def test_port_range(tmp_path, value):
     proc = run_serve("--dry-run", f"paths.state_dir={tmp_path}", f"api.port={value}")
     assert proc.returncode == 2 and "api.port" in proc.stderr
+
+
+def test_nlu_thread_settings_reach_the_environment_the_pyfunc_reads(monkeypatch):
+    from api.settings import ApiConfigError, ApiSettings, export_nlu_threads
+
+    env = {"MLOPS_NLU_BATCH_THREADS": "3"}
+    export_nlu_threads(ApiSettings(), env)          # defaults: 1 thread; batches keep what is set
+    assert env == {"MLOPS_NLU_THREADS": "1", "MLOPS_NLU_BATCH_THREADS": "3"}
+    export_nlu_threads(ApiSettings(nlu_threads=2, nlu_batch_threads=4), env)
+    assert env == {"MLOPS_NLU_THREADS": "2", "MLOPS_NLU_BATCH_THREADS": "4"}
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "02_training"))
+    import nlu_onnx
+
+    assert (nlu_onnx.THREADS_ENV, nlu_onnx.BATCH_THREADS_ENV) == ("MLOPS_NLU_THREADS", "MLOPS_NLU_BATCH_THREADS")
+    for bad in ({"nlu_threads": 0}, {"nlu_batch_threads": 0}):
+        with pytest.raises(ApiConfigError, match="api.nlu_threads"):
+            ApiSettings(**bad).validate()

@@ -35,13 +35,18 @@ def bundle(fitted: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: dict, generated: list) -> None:
+def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: dict, generated: list,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Single queries run on the one-thread session, batches of 64 on the two-thread one."""
     import nlu_model
     import nlu_onnx
 
+    monkeypatch.setenv(nlu_onnx.THREADS_ENV, "1")
+    monkeypatch.setenv(nlu_onnx.BATCH_THREADS_ENV, "2")
     trained = nlu_model.load_bundle(bundle)
     fast = nlu_onnx.load_fast(nlu_model, trained, bundle)
     assert isinstance(fast.model, nlu_onnx.OrtJointModel)
+    assert fast.model.batch_session is not fast.model.session
     texts = _test_texts(generated)
     assert len(texts) > 1000
     for batch_size in (1, 64):
@@ -50,6 +55,59 @@ def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: d
         for text, ref, got in zip(texts, reference, mine):
             assert (got["intent"], got["tags"], got["slots"]) == (ref["intent"], ref["tags"], ref["slots"]), text
             assert got["confidence"] == pytest.approx(ref["confidence"], abs=1e-5)
+
+
+def _intra_op(session: Any) -> int:
+    return session.get_session_options().intra_op_num_threads
+
+
+def test_small_calls_and_batches_run_on_their_own_thread_counts(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu_onnx
+    import torch
+
+    calls: list[str] = []
+    model = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=1, batch_threads=2)
+    assert (_intra_op(model.session), _intra_op(model.batch_session)) == (1, 2)
+    for name in ("session", "batch_session"):
+        real = getattr(model, name)
+
+        class Spy:
+            def __init__(self, real: Any, name: str) -> None:
+                self.real, self.name = real, name
+
+            def run(self, *args: Any) -> Any:
+                calls.append(self.name)
+                return self.real.run(*args)
+
+        setattr(model, name, Spy(real, name))
+    for rows in (1, nlu_onnx.BATCH_ROWS - 1, nlu_onnx.BATCH_ROWS, 64):
+        ids = torch.full((rows, 6), 5, dtype=torch.long)
+        out = model(ids, torch.ones_like(ids))
+        assert out["slot_logits"].shape[:2] == (rows, 6)
+    assert calls == ["session", "session", "batch_session", "batch_session"]
+
+
+def test_thread_counts_come_from_the_environment_or_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu_onnx
+
+    monkeypatch.delenv(nlu_onnx.THREADS_ENV, raising=False)
+    monkeypatch.delenv(nlu_onnx.BATCH_THREADS_ENV, raising=False)
+    assert nlu_onnx.thread_counts() == (1, nlu_onnx.usable_cores())
+    monkeypatch.setenv(nlu_onnx.THREADS_ENV, "2")
+    monkeypatch.setenv(nlu_onnx.BATCH_THREADS_ENV, " 3 ")
+    assert nlu_onnx.thread_counts() == (2, 3)
+    assert nlu_onnx.thread_counts(1, 4) == (1, 4)            # arguments win
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(nlu_onnx.BATCH_THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=nlu_onnx.BATCH_THREADS_ENV):
+            nlu_onnx.thread_counts()
+
+
+def test_one_session_when_both_counts_agree(bundle: Path) -> None:
+    import nlu_onnx
+
+    model = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=2, batch_threads=2)
+    assert model.batch_session is model.session and _intra_op(model.session) == 2
 
 
 def test_a_graph_that_answers_differently_is_not_used(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
