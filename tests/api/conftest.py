@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ if str(API_DIR) not in sys.path:
     sys.path.insert(0, str(API_DIR))
 
 from utils.models.model_store import ModelStore  # noqa: E402
+from tests.fixtures.processes import free_port
 
 API_KEY = "test-key-0123456789abcdef0123456789"
 FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
@@ -128,12 +128,6 @@ def auth() -> dict[str, str]:
 
 
 # ---- a real server -------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     """`04_deployment/serve.py` (gunicorn) on a free 127.0.0.1 port, as an operator starts it."""
 

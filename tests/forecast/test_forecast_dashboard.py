@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.browser import count_colour, requires_chromium, screenshot
+from tests.fixtures.processes import free_port
 from tests.forecast.test_forecast_api import forecast_client  # noqa: F401  (the fixture)
 
 DAY = 86400.0
@@ -71,7 +72,7 @@ def test_forecast_section_visible_in_headless_chromium(monitored, tmp_path: Path
 
     client, ids = monitored
     app = client.application
-    port = _free_port()
+    port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -82,9 +83,3 @@ def test_forecast_section_visible_in_headless_chromium(monitored, tmp_path: Path
         server.shutdown()
     assert count_colour(shot, (0x1F, 0x77, 0xB4), tolerance=20) > 1500, "the model's metric lines are not visible"
     assert count_colour(shot, (0xFF, 0x7F, 0x0E), tolerance=25) > 150, "the series panels are not visible"
-
-
-def _free_port() -> int:
-    from tests.api.conftest import free_port
-
-    return free_port()

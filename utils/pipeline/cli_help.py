@@ -66,7 +66,7 @@ def help_text(kind: str, config_dir: Path, overrides: Sequence[str] = (),
         cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
     template = cfg.hydra.help.template if kind == "app" else cfg.hydra.hydra_help.template
     if kind == "app":
-        shown = copy.deepcopy(cfg)
+        shown = copy.deepcopy(cfg)   # a copy: the templates interpolate ${hydra.help.*} from cfg
         with open_dict(shown):
             del shown["hydra"]
     else:
