@@ -596,9 +596,7 @@ def _predict_words(
         batch = collate(data, idx, pad_id)
         with _autocast(device, bf16):
             out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        probs = out["intent_logits"].float().softmax(-1)
-        conf, best = probs.max(-1)
-        conf, best = conf.cpu().tolist(), best.cpu().tolist()
+        conf, best = _intent_probabilities(out["intent_logits"])
         word_tags = decode_slots(out["slot_logits"], [data.word_starts[i] for i in idx], slot_labels,
                                  slot_decoder)
         for row, i in enumerate(idx):
@@ -607,6 +605,20 @@ def _predict_words(
             tags[i] = word_tags[row]
     model.train(was_training)
     return intents, confs, tags
+
+
+def _intent_probabilities(intent_logits: Any) -> tuple[list[float], list[int]]:
+    """Per row: the top intent's softmax probability and its index, from a torch tensor or a
+    numpy array (an exported runtime's output, kept out of torch: see nlu_onnx.py)."""
+    import numpy as np
+
+    if isinstance(intent_logits, torch.Tensor):
+        conf, best = intent_logits.float().softmax(-1).max(-1)
+        return conf.cpu().tolist(), best.cpu().tolist()
+    x = np.asarray(intent_logits, dtype=np.float32)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    probs = e / e.sum(-1, keepdims=True)
+    return probs.max(-1).tolist(), probs.argmax(-1).tolist()
 
 
 def word_log_probs(

@@ -142,10 +142,17 @@ class OrtJointModel(nn.Module):
         # attributes nlu_model may read from the torch model (pooling, heads) stay available
         self.reference = [reference]     # a list: not registered as a submodule (no duplicate weights walk)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> dict[str, Any]:
+        """Logits as numpy arrays: the caller's softmax and decoding then stay in numpy. A torch
+        op on these tiny tensors wakes torch's intra-op thread pool, which cost up to ~15 ms per
+        single query on a busy 2-core machine, more than the graph itself."""
         session = self.batch_session if input_ids.shape[0] >= BATCH_ROWS else self.session
-        intent, slots = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
-        return {"intent_logits": torch.from_numpy(intent), "slot_logits": torch.from_numpy(slots)}
+        intent, slots = session.run(None, {"input_ids": _numpy(input_ids), "attention_mask": _numpy(attention_mask)})
+        return {"intent_logits": intent, "slot_logits": slots}
+
+
+def _numpy(x: Any) -> Any:
+    return x.numpy() if isinstance(x, torch.Tensor) else x
 
 
 def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:

@@ -32,6 +32,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from utils.pipeline.paths import StatePaths  # noqa: E402
+
 from tests.fixtures.tabular_tables import Table, write_tables  # noqa: E402
 
 ID_COLUMNS = {"cancer": ["patient_id"]}
@@ -52,7 +54,7 @@ def run_pipeline(table: Table, state_dir: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{table.name}: main.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    production = (state_dir / "models" / "production").resolve()
+    production = (StatePaths.of(state_dir).model(table.name).models_dir / "production").resolve()
     scores = json.loads((production / "scores.json").read_text())
     return {"command": shlex.join(["python", "main.py", *cmd[2:-1]]), "seconds": round(seconds, 1),
             "version": production.name, "primary_metric": scores["primary_metric"],

@@ -14,6 +14,7 @@ exported runtime (ONNX) that hands back slot logits as arrays. Shipped with the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,6 +22,13 @@ NEG = -1e9  # a forbidden move: far below any sum of log-probabilities, still fi
 
 
 def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """See ``_allowed_transitions``; cached per label list (it is the same on every call of a
+    served model, and building it costs more than decoding a short query)."""
+    return _allowed_transitions(tuple(labels))
+
+
+@lru_cache(maxsize=32)
+def _allowed_transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(start_ok [L], trans_ok [L, L])``: may a sequence start with tag j / go from i to j.
 
     ``I-x`` may only follow ``B-x`` or ``I-x`` and never starts a sequence; everything else
@@ -35,6 +43,7 @@ def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
             typ = tag[2:]
             for i, prev in enumerate(labels):
                 trans_ok[i, j] = prev in (f"B-{typ}", f"I-{typ}")
+    start_ok.flags.writeable = trans_ok.flags.writeable = False    # shared by every caller
     return start_ok, trans_ok
 
 
