@@ -246,3 +246,27 @@ def test_a_broken_state_file_degrades_one_model_never_the_service(make_app, two_
     assert fresh.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]}).status_code == 200
     assert fresh.get("/health").get_json()["status"] == "degraded"
     assert fresh.get("/dashboard").status_code == 200 and fresh.get("/models").status_code == 200
+
+
+def test_each_models_card_shows_its_facts_and_why_it_drifted(make_app, two_models):
+    """The card: task, production, schedule, state, last retrain, the drift verdict with its signals."""
+    import re
+
+    from tests.diagnostics.builders import drift_doc
+
+    reports = StatePaths.of(two_models).model("attrition_model").reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "drift.json").write_text(json.dumps(drift_doc(True)))
+    html = make_app(two_models).test_client().get("/dashboard").get_data(as_text=True)
+    cards = {name: body for name, body in re.findall(r'<section class="card" id="model-(\w+)">(.*?)</section>',
+                                                     html, re.S)}
+    tab, nlu = cards["attrition_model"], cards["nlu_query_model"]
+    assert "<td>tabular</td>" in tab and "<td>attrition_model-v1" in tab and "state-active" in tab
+    assert "retrain every 7d, monitor every —" in tab
+    last_retrain = re.search(r"<th>last retrain</th><td>([^<]+)</td>", tab).group(1)
+    assert re.match(r"\d{4}-\d\d-\d\d", last_retrain), last_retrain      # v2 was trained: a date, not a dash
+    assert '<span class="bad">drift</span>' in tab
+    reasons = re.search(r'<ul class="reasons">(.*?)</ul>', tab, re.S).group(1)
+    assert "new data: lastmonth_activity: KS" in reasons, "the verdict names the signal that caused it"
+    assert "<td>nlu</td>" in nlu and "retrain every — (drift only)" in nlu
+    assert re.search(r'<th>last drift check</th><td class="drift">—</td>', nlu), "no drift check yet: a dash"
