@@ -270,3 +270,23 @@ def test_each_models_card_shows_its_facts_and_why_it_drifted(make_app, two_model
     assert "new data: lastmonth_activity: KS" in reasons, "the verdict names the signal that caused it"
     assert "<td>nlu</td>" in nlu and "retrain every — (drift only)" in nlu
     assert re.search(r'<th>last drift check</th><td class="drift">—</td>', nlu), "no drift check yet: a dash"
+
+
+def test_per_model_diagnostics_and_summarystats_by_path_or_query(make_app, two_models):
+    """Each model's own reports/<model>/diagnostics.json, by path or ?model=; no name: 400 listing them."""
+    for name, rows in (("attrition_model", 3), ("nlu_query_model", 7)):
+        reports = StatePaths.of(two_models).model(name).reports_dir
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "diagnostics.json").write_text(json.dumps({
+            "generated": f"2026-01-0{rows}T00:00:00+0000", "model_version": f"{name}-v1",
+            "summary_stats": {"n_rows": rows}, "missing_values": {}, "timing": {}}))
+    client = make_app(two_models).test_client()
+    for name, rows in (("attrition_model", 3), ("nlu_query_model", 7)):
+        for path in (f"/models/{name}/diagnostics", f"/diagnostics?model={name}"):
+            body = client.get(path).get_json()
+            assert body["model"] == name and body["model_version"] == f"{name}-v1", path
+        for path in (f"/models/{name}/summarystats", f"/summarystats?model={name}"):
+            assert client.get(path).get_json()["summary_stats"]["n_rows"] == rows, path
+    for path in ("/diagnostics", "/summarystats"):
+        r = client.get(path)
+        assert r.status_code == 400 and r.get_json()["error"]["models"] == ["attrition_model", "nlu_query_model"]
