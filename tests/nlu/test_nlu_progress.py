@@ -40,3 +40,29 @@ def test_progress_off_with_zero_interval(tiny_cfg, small_train: list, caplog) ->
     with caplog.at_level(logging.INFO, logger=nlu_model.log.name):
         nlu_model.train_nlu(small_train[:8], [], tiny_cfg(epochs=1, progress_every_s=0.0))
     assert "progress " not in caplog.text
+
+
+def test_nlu_scoring_logs_progress_between_batches(tmp_path: Path, small_train: list, caplog) -> None:
+    """The scoring step's batch loop (an encoder on a loaded CPU: tens of seconds per batch)."""
+    import logging
+    import time
+
+    from utils.models.scoring_lib import score_nlu
+
+    write_jsonl(small_train, tmp_path / "test.jsonl")
+
+    def slow_predict(texts: list[str]) -> list[dict]:
+        time.sleep(0.02)
+        return [{"intent": "x", "tags": ["O"] * len(t.split())} for t in texts]
+
+    line = re.compile(r"progress step model_scoring: batch (\d+)/5, (\d+)/20 examples, [\d.]+ samples/s, ETA \S+")
+    with caplog.at_level(logging.INFO, logger="progress"):
+        score_nlu(slow_predict, tmp_path / "test.jsonl", batch_size=4, progress_every_s=0.001,
+                  progress_label="step model_scoring")
+    found = [m for m in (line.search(r.getMessage()) for r in caplog.records) if m]
+    assert [int(m.group(1)) for m in found] == [1, 2, 3, 4], caplog.text     # none after the last batch
+    assert [int(m.group(2)) for m in found] == [4, 8, 12, 16]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="progress"):
+        score_nlu(slow_predict, tmp_path / "test.jsonl", batch_size=4)        # off by default (API, evaluate)
+    assert "progress " not in caplog.text
