@@ -56,13 +56,13 @@ def test_nlu_scoring_logs_progress_between_batches(tmp_path: Path, small_train: 
         return [{"intent": "x", "tags": ["O"] * len(t.split())} for t in texts]
 
     line = re.compile(r"progress step model_scoring: batch (\d+)/5, (\d+)/20 examples, [\d.]+ samples/s, ETA \S+")
-    with caplog.at_level(logging.INFO, logger="progress"):
+    with caplog.at_level(logging.INFO, logger="utils.pipeline.progress"):
         score_nlu(slow_predict, tmp_path / "test.jsonl", batch_size=4, progress_every_s=0.001,
                   progress_label="step model_scoring")
     found = [m for m in (line.search(r.getMessage()) for r in caplog.records) if m]
     assert [int(m.group(1)) for m in found] == [1, 2, 3, 4], caplog.text     # none after the last batch
     assert [int(m.group(2)) for m in found] == [4, 8, 12, 16]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="progress"):
+    with caplog.at_level(logging.INFO, logger="utils.pipeline.progress"):
         score_nlu(slow_predict, tmp_path / "test.jsonl", batch_size=4)        # off by default (API, evaluate)
     assert "progress " not in caplog.text

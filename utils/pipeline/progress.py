@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger("progress")
+log = logging.getLogger(__name__)
 
 
 def duration(seconds: float) -> str:
