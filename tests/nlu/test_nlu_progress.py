@@ -66,3 +66,44 @@ def test_nlu_scoring_logs_progress_between_batches(tmp_path: Path, small_train: 
     with caplog.at_level(logging.INFO, logger="utils.pipeline.progress"):
         score_nlu(slow_predict, tmp_path / "test.jsonl", batch_size=4)        # off by default (API, evaluate)
     assert "progress " not in caplog.text
+
+
+def test_tqdm_bar_on_a_terminal(tiny_encoder: str, small_train: list, tmp_path: Path) -> None:
+    """On a terminal (a pty here) the tqdm bar shows, as before the progress log existed."""
+    import os
+    import pty
+    import threading
+
+    write_jsonl(small_train, tmp_path / "train.jsonl")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a 0-column pty: no bar
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:          # the pty closed: the process is gone
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "02_training" / "nlu_model.py"), "--train", str(tmp_path / "train.jsonl"),
+         "--encoder", tiny_encoder, "--out", str(tmp_path / "b"), "--epochs", "1", "--batch-size", "2",
+         "--device", "cpu", "--progress-every-s", "0"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "TERM": "xterm"})
+    os.close(slave)
+    reader.join(timeout=30)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "epoch 1" in text and "it/s" in text, text[-3000:]
