@@ -62,7 +62,15 @@ from utils.models.catalog import (
 )
 from utils.pipeline.clock import now as now_clock
 from utils.pipeline.paths import REPO_ROOT, StatePaths, resolve_path
-from utils.tick.tick_lock import TickLock, cmdline, group_alive, kill_group, read_holder
+from utils.tick.tick_lock import (
+    TickLock,
+    cmdline,
+    describe_holder,
+    group_alive,
+    kill_group,
+    lock_held,
+    read_holder,
+)
 from utils.tick.tick_state import (
     TickState,
     append_tick,
@@ -669,16 +677,6 @@ def _run_tick(cfg: Any, overrides: Sequence[str], shared: StatePaths, file_log: 
     return max(codes, default=0)
 
 
-def describe_holder(holder: Any) -> str:
-    """Who holds the lock, for people: a cron tick, an API retrain job, another process."""
-    if holder is None:
-        return "holder unknown"
-    command = str(holder.command or "")
-    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in command
-            else "another process")
-    return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
-
-
 def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dict[str, Any] | None,
                started: float) -> int:
     """One model's part of the tick; whatever happens, one summary line and its notifications."""
@@ -730,23 +728,6 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
 
 
 # ---- operating it --------------------------------------------------------------------------------
-def lock_held(path: Path) -> bool:
-    """Whether a live process holds the flock on ``path`` (the file itself stays after release)."""
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def dry_run(cfg: Any, overrides: Sequence[str], only: str | None = None) -> int:
     """What a tick would do now, per model, for a person; reads only (the same decisions as a tick)."""
     shared = StatePaths.of(cfg.paths.state_dir)

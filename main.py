@@ -94,11 +94,11 @@ STEPS: tuple[Step, ...] = (
          fingerprint=source_fingerprint, schema="ingest_config.py:IngestionConfig"),
     Step("model_training", ("task", "training", "logging"), fingerprint=dataset_fingerprint,
          schema="train_config.py:TrainingConfig"),
-    Step("model_scoring", ("task", "data.test_path", "scoring"), takes_model_version=True,
+    Step("model_scoring", ("task", "data.test_path", "scoring", "logging"), takes_model_version=True,
          fingerprint=test_data_fingerprint, schema="score_config.py:ScoringConfig"),
     Step("model_deployment", ("task", "deployment"), takes_model_version=True,
          schema="deployment_config.py:DeploymentConfig"),
-    Step("diagnostics", ("task", "data.test_path", "diagnostics"), schema="diagnostics_config.py:DiagnosticsConfig"),
+    Step("diagnostics", ("task", "data.test_path", "diagnostics", "logging"), schema="diagnostics_config.py:DiagnosticsConfig"),
     Step("reporting", ("task", "reporting"), schema="reporting_config.py:ReportingConfig"),
 )
 STEP_NAMES = [s.name for s in STEPS]

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from utils.pipeline.step_config import ConfigValueError, TaskConfig, build_config, require
+from utils.pipeline.step_config import (
+    ConfigValueError,
+    LoggingSection,
+    TaskConfig,
+    build_config,
+    require,
+)
 
 SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
 
@@ -99,15 +105,6 @@ def training_params(task_name: str, training: dict[str, Any]) -> tuple[Any, dict
     params = build_config(_nlu_params_schema(), rest, prefix="training.")
     _check_nlu(params, extra["dev_fraction"])
     return params, extra
-
-
-@dataclass
-class LoggingSection:
-    progress_every_s: float = 30.0   # a progress log line at least this often (also without a TTY)
-
-    def __post_init__(self) -> None:
-        require(self.progress_every_s >= 0, "logging.progress_every_s", "a non-negative number of seconds",
-                self.progress_every_s)
 
 
 @dataclass

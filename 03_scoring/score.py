@@ -60,7 +60,8 @@ def go(config: ScoringConfig) -> int:
             report = score_forecast(store.model_dir(version), paths.dataset(task.name), test_path, task,
                                     config.scoring.backtest_windows, config.scoring.refit)
         else:
-            report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size)
+            report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size,
+                               config.logging.progress_every_s, "step model_scoring")
     except ValueError as exc:  # bad test data: say which file and why
         log.error("cannot score on %s: %s", test_path, exc)
         return 2

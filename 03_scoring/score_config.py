@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from utils.pipeline.step_config import TaskConfig, require
+from utils.pipeline.step_config import LoggingSection, TaskConfig, require
 
 
 @dataclass
@@ -28,4 +28,5 @@ class ScoringConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: ScoringData = field(default_factory=ScoringData)
     scoring: ScoringSection = field(default_factory=ScoringSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
     model_version: str | None = None   # store version to score; None = newest of task.model_name

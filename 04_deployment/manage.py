@@ -47,7 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--state-dir", default=str(REPO_ROOT), help="the pipeline's paths.state_dir")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under the state dir)")
     parser.add_argument("--reason", default="", help="why (pause/resume), kept in the model's history")
-    parser.add_argument("--default-model", default=None, help="api.default_model of the API (delete refuses it)")
+    parser.add_argument("--default-model", default=None,
+                        help="api.default_model of the API (delete refuses it; default: config.yaml's)")
     parser.add_argument("--yes", action="store_true", help="delete without asking")
     parser.add_argument("--json", action="store_true", help="list as JSON")
     return parser.parse_args(argv)
@@ -79,6 +80,43 @@ def print_list(rows: list[dict[str, object]]) -> None:
         print(f"{r['name']:24} {str(r['task'] or '-'):8} {'paused' if r['paused'] else 'active':7} "
               f"{str(r['production'] or '-'):28} {score:>7}  retrain {schedule.get('retrain_every') or '-'}, "
               f"monitor {schedule.get('monitor_every') or '-'}")
+
+
+def configured_default_model() -> str | None:
+    """config.yaml's api.default_model: delete refuses the model the API answers /prediction with
+    even when --default-model is not given."""
+    from utils.pipeline.config import load_config
+
+    value = load_config([]).api.get("default_model")
+    return str(value) if value else None
+
+
+def retrain(paths: StatePaths, name: str, command: list[str]) -> int:
+    """The model's chain under the pipeline lock, as the tick and the API's retrain jobs run it:
+    one chain at a time, and a delete meanwhile is refused instead of racing the deployment."""
+    from filelock import FileLock, Timeout
+
+    from utils.pipeline.tracking_server import mask_uri
+    from utils.tick.tick_lock import clear_holder, describe_holder, read_holder, write_holder
+
+    shown = mask_uri(" ".join(command))
+    paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(paths.lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        print(f"error: {name}: another pipeline run holds {paths.lock_file}, "
+              f"{describe_holder(read_holder(paths.lock_file))}; retrain again when it has finished",
+              file=sys.stderr)
+        return 1
+    try:
+        write_holder(paths.lock_file, f"manage.py retrain {name}: {shown}")
+        management.resume(paths, name, "manual retrain")
+        print(f"{name}: retraining: {shown}", flush=True)
+        return subprocess.call(command, cwd=str(REPO_ROOT))
+    finally:
+        clear_holder(paths.lock_file)
+        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,16 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                 if answer.strip() != name:
                     print("not deleted (confirm by typing the name, or pass --yes)", file=sys.stderr)
                     return 1
-            outcome = management.delete(paths, name, uri, args.default_model)
+            outcome = management.delete(paths, name, uri, args.default_model if args.default_model is not None
+                                        else configured_default_model())
             print(f"{name}: deleted; record in {outcome['record']}")
         elif args.action == "retrain":
             command = management.retrain_command(paths, name, [f"main.tracking_uri={args.tracking_uri}"]
                                                  if args.tracking_uri else [])
-            management.resume(paths, name, "manual retrain")
-            from utils.pipeline.tracking_server import mask_uri
-
-            print(f"{name}: retraining: {mask_uri(' '.join(command))}", flush=True)
-            return subprocess.call(command, cwd=str(REPO_ROOT))
+            return retrain(paths, name, command)
     except UnknownModel as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

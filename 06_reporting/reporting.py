@@ -154,12 +154,14 @@ def training_curve_plot(production: str | None, metadata: dict[str, Any],
         return None, f"training run {run_id} not readable ({exc.message})"
     if not curves:
         return None, (f"training run {run_id} logged no per-epoch metric (step >= 1) "
-                      "(the tabular LogisticRegression is fitted in one go: no epochs)")
+                      "(logistic regression and ridge are fitted in one go: no epochs; "
+                      "training.estimator=hist_gradient_boosting logs a loss per iteration)")
+    unit = "epoch" if metadata.get("task") == "nlu" else "iteration"
     path = rl.training_curves_png(curves, reports / "training_curves.png",
-                                  f"{production}: training per epoch (MLflow run {run_id[:8]})")
+                                  f"{production}: training per {unit} (MLflow run {run_id[:8]})", unit)
     return ({"file": path, "alt": "training curves", "size": rl.CURVES_SIZE_PX,
-             "caption": f"Per-epoch {', '.join(sorted(curves))} of the training run of {production}, "
-                        "from its MLflow metric history (epoch = step)."}, "")
+             "caption": f"Per-{unit} {', '.join(sorted(curves))} of the training run of {production}, "
+                        f"from its MLflow metric history ({unit} = step)."}, "")
 
 
 def drift_section(reports: Path, state_dir: Path, store: ModelStore, model_name: str) -> dict[str, Any]:

@@ -60,7 +60,8 @@ def model_sections(config: DiagnosticsConfig, store: ModelStore, version: str,
     if task.name == "tabular":
         predictions = dl.tabular_predictions(model_dir, test_path, task)
     else:
-        predictions = dl.nlu_predictions(model_dir, test_path, config.diagnostics.batch_size)
+        predictions = dl.nlu_predictions(model_dir, test_path, config.diagnostics.batch_size,
+                                         config.logging.progress_every_s)
     model = dl.load_pyfunc(model_dir)
     latency = dl.latency_stats(dl.single_prediction_call(model, task, test_path, model_dir),
                                config.diagnostics.latency_calls)

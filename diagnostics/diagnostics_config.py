@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from utils.pipeline.step_config import TaskConfig, require
+from utils.pipeline.step_config import LoggingSection, TaskConfig, require
 
 
 @dataclass
@@ -32,3 +32,4 @@ class DiagnosticsConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DiagnosticsData = field(default_factory=DiagnosticsData)
     diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)

@@ -246,3 +246,47 @@ def test_a_broken_state_file_degrades_one_model_never_the_service(make_app, two_
     assert fresh.post("/models/nlu_query_model/prediction", json={"texts": ["hi"]}).status_code == 200
     assert fresh.get("/health").get_json()["status"] == "degraded"
     assert fresh.get("/dashboard").status_code == 200 and fresh.get("/models").status_code == 200
+
+
+def test_each_models_card_shows_its_facts_and_why_it_drifted(make_app, two_models):
+    """The card: task, production, schedule, state, last retrain, the drift verdict with its signals."""
+    import re
+
+    from tests.diagnostics.builders import drift_doc
+
+    reports = StatePaths.of(two_models).model("attrition_model").reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "drift.json").write_text(json.dumps(drift_doc(True)))
+    html = make_app(two_models).test_client().get("/dashboard").get_data(as_text=True)
+    cards = {name: body for name, body in re.findall(r'<section class="card" id="model-(\w+)">(.*?)</section>',
+                                                     html, re.S)}
+    tab, nlu = cards["attrition_model"], cards["nlu_query_model"]
+    assert "<td>tabular</td>" in tab and "<td>attrition_model-v1" in tab and "state-active" in tab
+    assert "retrain every 7d, monitor every —" in tab
+    last_retrain = re.search(r"<th>last retrain</th><td>([^<]+)</td>", tab).group(1)
+    assert re.match(r"\d{4}-\d\d-\d\d", last_retrain), last_retrain      # v2 was trained: a date, not a dash
+    assert '<span class="bad">drift</span>' in tab
+    reasons = re.search(r'<ul class="reasons">(.*?)</ul>', tab, re.S).group(1)
+    assert "new data: lastmonth_activity: KS" in reasons, "the verdict names the signal that caused it"
+    assert "<td>nlu</td>" in nlu and "retrain every — (drift only)" in nlu
+    assert re.search(r'<th>last drift check</th><td class="drift">—</td>', nlu), "no drift check yet: a dash"
+
+
+def test_per_model_diagnostics_and_summarystats_by_path_or_query(make_app, two_models):
+    """Each model's own reports/<model>/diagnostics.json, by path or ?model=; no name: 400 listing them."""
+    for name, rows in (("attrition_model", 3), ("nlu_query_model", 7)):
+        reports = StatePaths.of(two_models).model(name).reports_dir
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "diagnostics.json").write_text(json.dumps({
+            "generated": f"2026-01-0{rows}T00:00:00+0000", "model_version": f"{name}-v1",
+            "summary_stats": {"n_rows": rows}, "missing_values": {}, "timing": {}}))
+    client = make_app(two_models).test_client()
+    for name, rows in (("attrition_model", 3), ("nlu_query_model", 7)):
+        for path in (f"/models/{name}/diagnostics", f"/diagnostics?model={name}"):
+            body = client.get(path).get_json()
+            assert body["model"] == name and body["model_version"] == f"{name}-v1", path
+        for path in (f"/models/{name}/summarystats", f"/summarystats?model={name}"):
+            assert client.get(path).get_json()["summary_stats"]["n_rows"] == rows, path
+    for path in ("/diagnostics", "/summarystats"):
+        r = client.get(path)
+        assert r.status_code == 400 and r.get_json()["error"]["models"] == ["attrition_model", "nlu_query_model"]

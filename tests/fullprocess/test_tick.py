@@ -237,6 +237,8 @@ def test_failure_exits_nonzero_notifies_once_and_is_recorded(tmp_path: Path, web
     assert summary["status"] == "failed" and "data.source_dir" in summary["error"]
     assert summary["notifications"] == [{"channel": "webhook", "ok": True, "detail": "HTTP 204"}]
     assert received[0][1]["events"] == ["failure"]
+    assert received[0][1]["subject"] == "[mlops] attrition_model: tick FAILED", "the notification names the model"
+    assert "(model attrition_model, task tabular" in received[0][1]["text"]
     second = run_tick(state, missing, *args)        # same failure again: not re-sent within the hour
     assert second.returncode == 1 and summary_of(second)["notifications"] == []
     assert len(received) == 1

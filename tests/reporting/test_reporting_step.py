@@ -316,3 +316,43 @@ def test_an_unreadable_version_is_shown_not_fatal(tabular_copy):
     assert code == 0
     html = (root / "reports" / "attrition_model" / "report.html").read_text()
     assert "attrition_model-v2" in html and "unreadable" in html
+
+
+def test_nlu_drift_plots_show_intent_slot_type_and_length_shares(tmp_path):
+    """NLU drift as pictures: intent and slot-type shares as bars, utterance length as a histogram."""
+    from utils.monitoring.drift import nlu_drift
+
+    ref_texts = [f"show flights to city{i % 7} tomorrow" for i in range(200)]
+    new_texts = [f"book a table for {i % 5} at place{i % 3}" for i in range(150)]
+    ref_intents = ["flight"] * 160 + ["restaurant"] * 40
+    new_intents = ["flight"] * 30 + ["restaurant"] * 120                   # a clear intent shift
+    ref_tags = [["O", "O", "O", "B-city", "B-date"]] * 200
+    new_tags = [["O", "O", "O", "O", "B-count", "O", "B-place"]] * 150
+    report = nlu_drift(ref_texts, new_texts, ref_intents, new_intents, ref_tags, new_tags)
+    plots = {p["feature"]: p for p in rl.drift_plots({"distribution": report.to_dict()}, tmp_path)}
+    assert set(plots) == {"utterance_length", "intent", "slot_type"}
+    assert plots["intent"]["drift"] and plots["intent"]["caption"].startswith("intent: category shares")
+    assert plots["slot_type"]["caption"].startswith("slot_type: category shares")
+    assert plots["utterance_length"]["caption"].startswith("utterance_length: histogram")
+    assert "p-value after correction" in plots["intent"]["caption"] and "PSI" in plots["intent"]["caption"]
+    for plot in plots.values():
+        pixels = png(plot["file"])
+        assert (pixels.shape[1], pixels.shape[0]) == rl.DRIFT_SIZE_PX
+        assert_drawn(pixels)
+
+
+def test_drift_timeline_has_each_check_retrain_and_deployment(tmp_path):
+    ticks = [{"started": "2026-11-01T03:00:00+0000", "drift": {"signals": {"distribution": False}}},
+             {"started": "2026-11-02T03:00:00+0000", "drift": {"signals": {"distribution": True}},
+              "decision": "retrain", "status": "ok"},
+             {"started": "2026-11-03T03:00:00+0000", "decision": "noop"},
+             {"started": "2026-11-04T03:00:00+0000", "drift": {"signals": {"distribution": None}}}]
+    deployments = [{"time": "2026-11-02T03:20:00+0000", "event": "deploy", "version": "m-v2"},
+                   {"time": "2026-11-02T04:00:00+0000", "event": "paused"}]
+    events = rl.drift_events(ticks, deployments)
+    assert [(e["kind"], e.get("verdict") or e.get("version") or e.get("ok")) for e in events] == [
+        ("check", "no drift"), ("check", "drift"), ("retrain", True), ("deploy", "m-v2"), ("check", "undecided")]
+    pixels = png(rl.drift_timeline_png(events, tmp_path / "timeline.png", "m: drift checks"))
+    assert (pixels.shape[1], pixels.shape[0]) == rl.TIMELINE_SIZE_PX
+    red = (abs(pixels[..., 0].astype(int) - 0xC6) < 20) & (pixels[..., 1] < 70) & (pixels[..., 2] < 70)
+    assert red.sum() > 50, "the drift verdict's red dot is missing"

@@ -123,6 +123,10 @@ def test_multiclass_with_categoricals_gaps_and_unseen_categories(state_dir, tmp_
     assert sorted(model.classes_.tolist()) == sorted(classes)
     meta = store.read_metadata(version)
     assert meta["problem"] == "multiclass" and meta["schema"]["label"] == "label"
+    from utils.monitoring.report_lib import training_curves
+
+    curves = training_curves(mlflow.MlflowClient(), meta["run_id"])     # boosting: a loss per iteration
+    assert sorted(curves) == ["train_loss", "val_loss"] and len(curves["val_loss"]) == 30
 
 
 def test_binary_string_labels_and_the_positive_class(state_dir, tmp_path, tracking):

@@ -160,7 +160,10 @@ class UnknownModel(CatalogError):
 
 @contextmanager
 def managing(paths: StatePaths, name: str, action: str) -> Iterator[None]:
-    """One management action per model at a time (CLI, API and tick share it): ModelBusy else."""
+    """One management action per model at a time (CLI, API and tick share it): ModelBusy else.
+
+    An unknown (or unsafe) name is refused first: no lock file, no folder for a model that is not there."""
+    require_model(paths, name)
     folder = paths.model(name).models_dir
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".manage.lock"), timeout=0)

@@ -2,7 +2,9 @@
 admin routes and the cron tick: pause, resume, evaluate, rollback, delete, the retrain command.
 
 Each action holds the model's management lock (catalog.managing): two actions on one model
-at once get ModelBusy (409 in the API, exit 1 in the CLI), never a half-done mix.
+at once get ModelBusy (409 in the API, exit 1 in the CLI), never a half-done mix. A retrain is
+a chain under the pipeline lock (`fullprocess.lock`, as the tick's and the API's jobs): delete
+refuses while any chain runs, since it could be writing the very model being deleted.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any, Sequence
 from utils.models.catalog import (
     CatalogError,
     Control,
+    ModelBusy,
     append_monitoring,
     delete_model,
     managing,
@@ -147,4 +150,16 @@ def delete(paths: StatePaths, name: str, tracking_uri: str | None, default_model
         raise CatalogError(f"model {name!r} is api.default_model: set api.default_model to another model "
                            "(or null) before deleting it")
     with managing(paths, name, "delete"):
+        require_no_chain(paths, name, "delete")
         return delete_model(paths, name, by=by, tracking_uri=tracking_uri)
+
+
+def require_no_chain(paths: StatePaths, name: str, action: str) -> None:
+    """ModelBusy while a chain (tick, API retrain job, manual retrain) holds the pipeline lock:
+    it may be training or deploying this model, and would recreate what ``action`` removes."""
+    from utils.tick.tick_lock import describe_holder, lock_held, read_holder
+
+    if lock_held(paths.lock_file):
+        raise ModelBusy(f"model {name!r}: a pipeline run is in progress, held by "
+                        f"{describe_holder(read_holder(paths.lock_file))} ({paths.lock_file}); "
+                        f"try {action} again when it has finished")

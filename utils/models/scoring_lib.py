@@ -149,7 +149,8 @@ def score_tabular(model: Any, test_path: Path, task: Any, schema: Any = None) ->
 
 
 def score_nlu(predict: Callable[[list[str]], list[dict[str, Any]]] | Path | str, test_path: Path,
-              batch_size: int = 256) -> dict[str, Any]:
+              batch_size: int = 256, progress_every_s: float = 0.0,
+              progress_label: str = "scoring") -> dict[str, Any]:
     """Intent accuracy, slot P/R/F1 (seqeval), exact match on NLU test data (JSONL or BIO folder).
 
     ``predict``: texts -> rows {intent, tags, ...} (the pyfunc contract), or a model folder.
@@ -165,9 +166,13 @@ def score_nlu(predict: Callable[[list[str]], list[dict[str, Any]]] | Path | str,
         examples = [ex for ex in examples if ex.split == "test"]
     if not examples:
         raise ValueError(f"{test_path}: no test examples")
+    from utils.pipeline.progress import BatchProgress
+
+    progress = BatchProgress(progress_label, len(examples), batch_size, progress_every_s)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
         rows.extend(predict([ex.text for ex in examples[start:start + batch_size]]))
+        progress.update(len(rows))
     from sklearn.metrics import confusion_matrix
 
     intents = [str(r["intent"]) for r in rows]

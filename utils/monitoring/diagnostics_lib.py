@@ -253,16 +253,20 @@ def _plain_value(value: Any) -> Any:
     return float(value) if isinstance(value, float) else value
 
 
-def nlu_predictions(model_dir: Path, test_path: Path, batch_size: int = 256) -> dict[str, Any]:
+def nlu_predictions(model_dir: Path, test_path: Path, batch_size: int = 256,
+                    progress_every_s: float = 0.0) -> dict[str, Any]:
     """Production model predictions (intent, confidence, tags, slots) on the NLU test data."""
     from utils.data.nlu_data import read_nlu_path
     from utils.models.scoring_lib import pyfunc_rows
+    from utils.pipeline.progress import BatchProgress
 
     examples = read_nlu_path(test_path)
     model = load_pyfunc(model_dir)
+    progress = BatchProgress("step diagnostics", len(examples), batch_size, progress_every_s)
     predicted: list[dict[str, Any]] = []
     for start in range(0, len(examples), batch_size):
         predicted.extend(pyfunc_rows(model, [ex.text for ex in examples[start:start + batch_size]]))
+        progress.update(len(predicted))
     rows = []
     for ex, pred in zip(examples, predicted):
         rows.append({"text": ex.text, "intent": ex.intent, "predicted_intent": str(pred.get("intent")),

@@ -472,8 +472,9 @@ def training_curves(client: Any, run_id: str) -> dict[str, list[tuple[int, float
     return curves
 
 
-def training_curves_png(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
-    """Left: training (and dev) loss per epoch; right: the dev metrics per epoch."""
+def training_curves_png(curves: dict[str, list[tuple[int, float]]], path: Path, title: str,
+                        unit: str = "epoch") -> Path:
+    """Left: training (and dev) loss per epoch (boosting: per iteration); right: the dev metrics."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(CURVES_SIZE_PX)
@@ -483,13 +484,13 @@ def training_curves_png(curves: dict[str, list[tuple[int, float]]], path: Path, 
     metrics = {k: v for k, v in curves.items() if k not in losses}
     for ax, group, ylabel in ((loss_ax, losses, "loss"), (metric_ax, metrics, "dev metric")):
         for i, (name, points) in enumerate(group.items()):
-            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", color=palette[i % len(palette)],
-                    label=name)
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) <= 30 else None,
+                    color=palette[i % len(palette)], label=name)
         if group:
             ax.legend(fontsize=8, frameon=False)
         else:
             ax.text(0.5, 0.5, f"no {ylabel} curves", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(unit)
         ax.set_ylabel(ylabel)
         epochs = sorted({s for points in curves.values() for s, _ in points})
         if epochs:

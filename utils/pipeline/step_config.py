@@ -83,6 +83,16 @@ def build_config(schema: type[T], raw: dict[str, Any], prefix: str = "") -> T:
 
 
 @dataclass
+class LoggingSection:
+    """`logging:` of config.yaml, for the steps with long loops (training, NLU scoring, diagnostics)."""
+    progress_every_s: float = 30.0   # a progress log line at least this often (also without a TTY)
+
+    def __post_init__(self) -> None:
+        require(self.progress_every_s >= 0, "logging.progress_every_s", "a non-negative number of seconds",
+                self.progress_every_s)
+
+
+@dataclass
 class TaskConfig:
     """The `task` config group (utils/conf/task/*.yaml), shared by every step."""
 

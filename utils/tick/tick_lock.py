@@ -69,6 +69,33 @@ def clear_holder(path: Path) -> None:
         fh.truncate(0)
 
 
+def describe_holder(holder: Holder | None) -> str:
+    """Who holds the lock, for people: a cron tick, an API retrain job, a manual retrain, another process."""
+    if holder is None:
+        return "holder unknown"
+    command = str(holder.command or "")
+    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in command
+            else "a manual retrain (manage.py)" if "manage.py" in command else "another process")
+    return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds the flock on ``path`` (the file itself stays after release)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _state(pid: int) -> str | None:
     """The process state letter from /proc (None where /proc is not available)."""
     try:
