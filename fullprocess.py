@@ -393,6 +393,12 @@ def production_of(paths: StatePaths, model_name: str) -> str | None:
         return None
 
 
+def adopts_reference(state: TickState, dataset: Path, changes: SourceChanges) -> bool:
+    """A first tick on a dataset main.py built takes it as the drift reference and checks nothing
+    (one rule for the tick and its dry run, so the dry run cannot promise a check that never comes)."""
+    return state.reference is None and dataset.is_file() and not changes.any and not state.pending
+
+
 def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: TickState, tick: Tick) -> int:
     task = cfg.task
     dataset = dataset_file(paths, task.name)
@@ -409,7 +415,8 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                              bool(cfg.data.get("follow_symlinks", False)))
     tick.new_files = [e.path.name for e in changes.new_content]
     tick.known_files = len(changes.known_content)
-    if state.reference is None and dataset.is_file() and not changes.any and not state.pending:
+    tick.production_before = production_of(paths, task.model_name)   # a no-op tick names it too
+    if adopts_reference(state, dataset, changes):
         take_reference(paths, task.name, state)   # first tick on a dataset main.py built: adopt it
         state.save(paths)
         log.info("adopted %s as the drift reference", dataset)
@@ -425,7 +432,6 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
     # ---- something to do: heavier from here on ----
     policy = policy_of(cfg)
     timeout_s = float(cfg.fullprocess.timeout_s)
-    tick.production_before = production_of(paths, task.model_name)
     if dataset.is_file() and not state.dataset_matches_reference(dataset) and not _reference_usable(state):
         take_reference(paths, task.name, state)   # the reference is the dataset before this ingestion
         state.save(paths)
@@ -719,6 +725,8 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
             if tick.decision not in ("noop", "locked", "paused"):   # the heavy path ran: production may have moved
                 tick.production_after = production_of(paths, name)
                 tick.deployed = bool(tick.production_after and tick.production_after != tick.production_before)
+            else:                   # nothing ran that could move it
+                tick.production_after = tick.production_before
             if tick.status not in ("noop", "paused"):
                 send_notifications(cfg, paths, state or TickState(), tick)
                 if state is not None:
@@ -752,8 +760,8 @@ def dry_run(cfg: Any, overrides: Sequence[str], only: str | None = None) -> int:
     shared = StatePaths.of(cfg.paths.state_dir)
     print(f"fullprocess dry run (nothing is changed)\nstate dir:  {shared.state_dir}")
     if lock_held(shared.lock_file):
-        print(f"lock: held by {describe_holder(read_holder(shared.lock_file))}: a tick now would wait for "
-              "nothing and exit 0 (locked)")
+        print(f"lock: held by {describe_holder(read_holder(shared.lock_file))}: a tick now would do nothing "
+              "and exit 0 (decision: locked); once the lock is free, it would do what follows")
     try:
         targets = tick_targets(cfg, overrides, shared, only)
     except TickFailed as exc:
@@ -789,8 +797,11 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
     retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
     print(f"  pending retrain: {state.pending or 'none'}"
           + (f" (failed; retried in {retry_in:.0f} s)" if state.pending and retry_in else ""))
-    owed = not state.dataset_matches_reference(dataset)
-    print(f"  dataset vs drift reference: {'changed since the last check' if owed else 'unchanged'}")
+    adopt = adopts_reference(state, dataset, changes)
+    owed = not adopt and not state.dataset_matches_reference(dataset)
+    print("  dataset vs drift reference: " + ("no reference yet: a tick would adopt the dataset as the "
+                                              "reference (no drift check)" if adopt else
+                                              "changed since the last check" if owed else "unchanged"))
     now = clock()
     baseline = max(filter(None, (state.last_retrain, last_training_time(paths))), default=None)
     scheduled = bool(retrain_every and baseline is not None and now - baseline >= retrain_every)
@@ -804,13 +815,33 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
         return 0
     if changes.any:
         print(f"  a tick would: ingest with `{main_cmd} main.steps=data_ingestion`")
-    if changes.any or owed:
-        print(f"  then check drift (drift.policy={list(policy_of(cfg))}) -> {paths.reports_dir / 'drift.json'}")
-    if state.pending or scheduled:
+    policy = policy_of(cfg)
+    chain = f"`{main_cmd} main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)"
+    # the tick's reference rule: the dataset before this ingestion, none on the first data
+    new_rows = changes.any or _reference_usable(state)
+    checks = new_rows and (_reference_usable(state) or dataset.is_file()) and cfg.task.name in DRIFT_TASKS
+    if checks:
+        print(f"  then check drift (drift.policy={policy}) -> {paths.reports_dir / 'drift.json'}")
+    elif changes.any:
+        print("  then no drift check (" + (f"no drift check for task {cfg.task.name}" if dataset.is_file()
+                                           else "no drift reference yet: first data") + ")")
+    elif owed:
+        print("  then take the dataset as the drift reference (the last one is gone; no check)")
+    production = production_of(paths, name)
+    if "never" in policy:
+        print("  and not retrain (drift.policy=never)")
+    elif state.pending or scheduled:
         why = "the pending retrain" if state.pending else f"schedule.retrain_every={cfg.schedule.retrain_every} elapsed"
-        print(f"  and retrain ({why}): `{main_cmd} main.steps='{steps}'`")
+        print(f"  and retrain ({why}): {chain}")
+    elif not new_rows:
+        print("  and not retrain (no new rows)")
+    elif production is None or "always" in policy:
+        why = "no production model yet" if production is None else "drift.policy=always"
+        print(f"  and retrain if there are new rows ({why}): {chain}")
+    elif checks:
+        print(f"  and retrain on drift: {chain}")
     else:
-        print(f"  and on drift: `{main_cmd} main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)")
+        print("  and not retrain (no drift check)")
     if monitor_due:
         print("  and monitor production (schedule.monitor_every elapsed)")
     return 0
