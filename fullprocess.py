@@ -261,6 +261,12 @@ class ChainRun:
     log_file: str = ""
     tail: list[str] = field(default_factory=list)
 
+    def cause(self) -> str:
+        """': <the chain's own error line>' (disk full, corrupt DB, server down: the path or URI and
+        what to do), so the tick's one line says it too instead of only pointing at chain.log."""
+        errors = [line.removeprefix("error: ").strip() for line in self.tail if line.startswith("error: ")]
+        return f": {errors[-1]}" if errors else ""
+
 
 def run_main(overrides: Sequence[str], steps: Sequence[str], timeout_s: float, paths: StatePaths,
              state: TickState, tick: Tick) -> ChainRun:
@@ -443,7 +449,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         if run.exit_code != 0:
             tick.chain = asdict(run)
             raise TickFailed(f"data_ingestion failed (exit {run.exit_code}"
-                             f"{', timed out' if run.timed_out else ''}); see {run.log_file}")
+                             f"{', timed out' if run.timed_out else ''}){run.cause()}; see {run.log_file}")
 
     checked = False
     if not state.dataset_matches_reference(dataset):
@@ -488,7 +494,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         state.pending["failed_at"] = time.time()
         state.save(paths)
         raise TickFailed(f"the retrain chain failed (exit {run.exit_code}"
-                         f"{f', killed after {timeout_s:.0f} s' if run.timed_out else ''}); production is "
+                         f"{f', killed after {timeout_s:.0f} s' if run.timed_out else ''}){run.cause()}; production is "
                          f"unchanged unless the deployment step ran; see {run.log_file}. "
                          f"Retried after fullprocess.retry_after_s={cfg.fullprocess.retry_after_s} s, "
                          "or sooner when new data arrives.")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO_ROOT
+from tests.conftest import PYTHON, REPO_ROOT, copy_embedded_tabular
 from tests.backbone.test_model_store import store_with
 from utils.models.model_store import ModelStore
 from utils.pipeline import failures
@@ -154,3 +154,32 @@ def test_tracking_server_down(tmp_path):
     lines = error_lines(proc)
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
     assert f"tracking server {uri} is unreachable" in lines[0]
+
+
+# ---- the tick passes the chain's one line on (it said only "data_ingestion failed; see chain.log")
+def tick_error(state: Path, tmp_path: Path, *overrides: str) -> str:
+    source = copy_embedded_tabular(tmp_path / "source")
+    proc = run(str(REPO_ROOT / "fullprocess.py"), f"paths.state_dir={state}", f"data.source_dir={source}",
+               *overrides, cwd=tmp_path, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_corrupt_tracking_db_through_the_tick(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mlflow.db").write_bytes(b"SQLite format 3\0" + os.urandom(8000))
+    line = tick_error(state, tmp_path)
+    assert "data_ingestion failed (exit 1): database " + str(state / "mlflow.db") + " is corrupt" in line
+    assert "move it aside" in line
+
+
+def test_tracking_server_down_through_the_tick(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    line = tick_error(tmp_path / "state", tmp_path, f"main.tracking_uri={uri}")
+    assert f"tracking server {uri} is unreachable" in line and "main.tracking_uri" in line
