@@ -610,7 +610,9 @@ def send_notifications(cfg: Any, paths: StatePaths, state: TickState, tick: Tick
     tick.notifications = [asdict(d) for d in deliveries]
 
 
-def finish(tick: Tick, paths: StatePaths | None, started: float) -> None:
+def finish(tick: Tick, paths: StatePaths | None, started: float, failed_errno: int | None = None) -> None:
+    """The summary line on stdout and in ticks.jsonl; ``failed_errno``: the OS error the tick
+    already failed with (a full disk that also refuses this line is not reported twice)."""
     tick.duration_s = round(time.monotonic() - started, 3)
     summary = asdict(tick)
     line = json.dumps(summary, default=str, sort_keys=True)
@@ -619,7 +621,8 @@ def finish(tick: Tick, paths: StatePaths | None, started: float) -> None:
         try:
             append_tick(paths, summary)
         except OSError as exc:
-            log.error("could not append the tick summary to %s: %s", history_file(paths), exc)
+            level = logging.DEBUG if failed_errno is not None and exc.errno == failed_errno else logging.ERROR
+            log.log(level, "could not append the tick summary to %s: %s", history_file(paths), exc)
     log.info("tick summary: %s", line)
 
 
@@ -698,6 +701,7 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
     tick = Tick(tick=tick_id, model=name, broke_lock=broke)
     state: TickState | None = None   # saved back only once loaded: never overwrite it with a blank
     paths = shared.model(name)
+    failed_errno: int | None = None
     try:
         control = read_control(shared, name)
         if control.paused:
@@ -718,9 +722,10 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
         tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
         log.error("tick terminated by %s", exc)
     except Exception as exc:  # anything unexpected still gets a summary, a notification, the next model
-        from utils.pipeline.failures import describe
+        from utils.pipeline.failures import describe, os_errno
 
         operational = describe(exc)   # disk full, read-only, corrupt DB: one line, no traceback
+        failed_errno = os_errno(exc) if operational else None
         tick.status, tick.error, tick.exit_code = "failed", operational or f"{type(exc).__name__}: {exc}", 1
         if operational:
             log.error("%s: tick failed: %s", name, operational)
@@ -737,10 +742,24 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
                 send_notifications(cfg, paths, state or TickState(), tick)
                 if state is not None:
                     state.save(paths)
-        except Exception:  # noqa: BLE001  - reporting must not hide the tick's own outcome
-            log.exception("could not finish the tick's bookkeeping")
-        finish(tick, shared, started)
+        except Exception as exc:  # noqa: BLE001  - reporting must not hide the tick's own outcome
+            bookkeeping_failed(exc, failed_errno)
+        finish(tick, shared, started, failed_errno)
     return tick.exit_code
+
+
+def bookkeeping_failed(exc: BaseException, failed_errno: int | None) -> None:
+    """After the tick's own failure: the same full or read-only disk again is no news (one line
+    stays one line); another operational failure is one line; a bug keeps its traceback."""
+    from utils.pipeline.failures import describe, os_errno
+
+    operational = describe(exc)
+    if operational is None:
+        log.exception("could not finish the tick's bookkeeping")
+    elif failed_errno is not None and os_errno(exc) == failed_errno:
+        log.debug("could not finish the tick's bookkeeping either: %s", operational)
+    else:
+        log.error("could not finish the tick's bookkeeping: %s", operational)
 
 
 # ---- operating it --------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def tick_error(state: Path, tmp_path: Path, *overrides: str) -> str:
                *overrides, cwd=tmp_path, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                                               "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    lines = [line for line in proc.stderr.splitlines() if "ERROR" in line or line.startswith("error: ")]
     assert len(lines) == 1, proc.stderr[-3000:]
     return lines[0]
 
@@ -183,3 +183,13 @@ def test_tracking_server_down_through_the_tick(tmp_path):
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
     line = tick_error(tmp_path / "state", tmp_path, f"main.tracking_uri={uri}")
     assert f"tracking server {uri} is unreachable" in line and "main.tracking_uri" in line
+
+
+def test_full_disk_through_the_tick_is_one_line(tmp_path):
+    """A disk already full: the tick's failure, then its state file and its summary line fail too
+    (that printed a traceback and two more error lines)."""
+    with tmpfs(tmp_path / "full", "300k") as state:
+        (state / "logs").mkdir()
+        (state / "fill").write_bytes(b"\0" * (290 << 10))   # room for the logs' first lines only
+        line = tick_error(state, tmp_path)
+    assert f"no space left on the device of {state}" in line and "paths.state_dir" in line
