@@ -193,3 +193,21 @@ def test_full_disk_through_the_tick_is_one_line(tmp_path):
         (state / "fill").write_bytes(b"\0" * (290 << 10))   # room for the logs' first lines only
         line = tick_error(state, tmp_path)
     assert f"no space left on the device of {state}" in line and "paths.state_dir" in line
+
+
+def test_rollback_with_the_tracking_server_down_rolls_back_and_says_so_in_one_line(tmp_path):
+    """The store is the source of truth: production moves; the alias warning is the one line,
+    not urllib3's retry chain."""
+    (tmp_path / "state").mkdir()
+    store = store_with(tmp_path / "state", "m-v1", "m-v2")
+    store.deploy("m-v1")
+    store.deploy("m-v2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = run(*entry_points(tmp_path / "state")["deployment.py"], "--tracking-uri", uri, cwd=tmp_path,
+               env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    assert proc.returncode == 0 and "rolled back: production is now m-v1" in proc.stdout, proc.stderr[-2000:]
+    warning = next(line for line in proc.stderr.splitlines() if "alias could not be moved" in line)
+    assert f"tracking server {uri} is unreachable" in warning and "HTTPConnectionPool" not in warning
+    assert ModelStore(tmp_path / "state" / "models" / "m").production_version() == "m-v1"
