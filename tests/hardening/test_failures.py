@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -211,3 +212,26 @@ def test_rollback_with_the_tracking_server_down_rolls_back_and_says_so_in_one_li
     warning = next(line for line in proc.stderr.splitlines() if "alias could not be moved" in line)
     assert f"tracking server {uri} is unreachable" in warning and "HTTPConnectionPool" not in warning
     assert ModelStore(tmp_path / "state" / "models" / "m").production_version() == "m-v1"
+
+
+def test_disk_full_on_a_second_ingestion_keeps_the_data_and_is_one_line(tmp_path):
+    """An existing mlflow.db that cannot grow: mlflow logged its own traceback before our line."""
+    source = tmp_path / "source"
+    source.mkdir()
+    embedded = copy_embedded_tabular(tmp_path / "embedded")
+    shutil.copy(embedded / "dataset1.csv", source)
+    with tmpfs(tmp_path / "full", "3m") as state:
+        main = [str(REPO_ROOT / "main.py"), f"paths.state_dir={state}", "main.steps=data_ingestion",
+                f"data.source_dir={source}", "diagnostics.pypi_url=null"]
+        assert run(*main, cwd=tmp_path).returncode == 0
+        model = state / "ingested" / "attrition_model"
+        before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+        for name in ("dataset2.csv", "dataset3.csv"):
+            shutil.copy(embedded / name, source)
+        free = os.statvfs(state)
+        (state / "fill").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - (12 << 10)))
+        proc = run(*main, cwd=tmp_path)
+        lines = error_lines(proc)
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+        assert str(state) in lines[0] and ("disk is full" in lines[0] or "no space left" in lines[0])
+        assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before   # nothing lost
