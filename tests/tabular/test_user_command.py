@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_main
+from tests.conftest import load_step_module, run_main
 from tests.fixtures.tabular_tables import write_tables
 from utils.data.table_schema import TableSchema
 from utils.models.model_store import ModelStore
@@ -32,6 +32,18 @@ def test_attrition_specifics_do_not_reach_another_label(load):
     assert set(embedded.features) == ATTRITION - {"corporation", "exited"}
 
 
+def test_the_report_shows_the_frozen_schema(tmp_path):
+    from tests.tabular.helpers import mixed_frame, task, write_csv
+    from utils.data.table_schema import infer_schema
+    from utils.data.tabular_data import read_raw_csv
+
+    schema = infer_schema(read_raw_csv(write_csv(mixed_frame(), tmp_path / "a.csv")), task())
+    rows = dict(load_step_module("06_reporting/reporting.py").schema_rows({"schema": schema.to_dict()}))
+    assert rows["problem"] == f"binary (schema version {schema.version})"
+    assert "colour (categorical, nullable)" in rows["schema: feature"] and "age (integer" in rows["schema: feature"]
+    assert rows["schema: id"].startswith("customer (categorical") and rows["schema: label"].startswith("label (")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_the_user_command_on_a_multiclass_table_with_categoricals_and_gaps(tmp_path):
@@ -51,4 +63,5 @@ def test_the_user_command_on_a_multiclass_table_with_categoricals_and_gaps(tmp_p
     assert store.production_version() == "wine-v1"
     scores = store.read_scores("wine-v1")
     assert scores["primary_metric"] == "f1_macro" and scores["metrics"]["f1_macro"] > 0.6
-    assert (StatePaths.of(state).model("wine").reports_dir / "report.html").is_file()
+    html = (paths.reports_dir / "report.html").read_text()
+    assert "schema: feature" in html and "cask (categorical" in html     # the frozen schema, shown
