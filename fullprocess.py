@@ -352,6 +352,21 @@ def stop_orphan_chain(state: TickState, paths: StatePaths) -> None:
     state.save(paths)
 
 
+def validate_chain(overrides: Sequence[str], steps: Sequence[str]) -> None:
+    """Every step config the tick may run (ingestion and the chain), checked as main.py checks
+    them, before anything is ingested: a bad `training.C` let each tick ingest, then fail its
+    retrain and retry it every `fullprocess.retry_after_s`."""
+    import main
+    from utils.pipeline.config import load_config
+
+    cfg = load_config(chain_overrides(overrides))
+    try:
+        main.validate_step_configs(main.select_steps(",".join(["data_ingestion", *steps])), cfg,
+                                   StatePaths.of(cfg.paths.state_dir))
+    except main.ConfigError as exc:
+        raise TickFailed(f"bad config, nothing ingested or retrained: {exc}") from None
+
+
 def chain_steps(cfg: Any) -> list[str]:
     """main.py's steps from `fullprocess.chain_from` to `fullprocess.chain_to` (null: the end)."""
     from main import STEP_NAMES
@@ -436,6 +451,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         return 0
 
     # ---- something to do: heavier from here on ----
+    validate_chain(overrides, chain_steps(cfg))
     policy = policy_of(cfg)
     timeout_s = float(cfg.fullprocess.timeout_s)
     if dataset.is_file() and not state.dataset_matches_reference(dataset) and not _reference_usable(state):
@@ -838,6 +854,11 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
         print("  a tick would: " + ("monitor production (schedule.monitor_every elapsed)" if monitor_due
                                     else "nothing (exit 0)"))
         return 0
+    try:
+        validate_chain(target.overrides, chain_steps(cfg))
+    except TickFailed as exc:
+        print(f"  a tick would FAIL: {exc}")
+        return 1
     if changes.any:
         print(f"  a tick would: ingest with `{main_cmd} main.steps=data_ingestion`")
     policy = policy_of(cfg)

@@ -16,10 +16,10 @@ from utils.pipeline.paths import StatePaths
 from utils.tick.tick_lock import write_holder
 
 
-def dry_run(state: Path, source: Path) -> str:
+def dry_run(state: Path, source: Path, *overrides: str, code: int = 0) -> str:
     proc = subprocess.run([PYTHON, str(FULLPROCESS), "--dry-run", f"paths.state_dir={state}",
-                           f"data.source_dir={source}"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+                           f"data.source_dir={source}", *overrides], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stdout + proc.stderr
     return proc.stdout
 
 
@@ -81,3 +81,18 @@ def test_first_data_without_a_model_says_no_check_and_a_first_training(tmp_path)
     assert "a tick would: ingest with" in out
     assert "then no drift check (no drift reference yet: first data)" in out
     assert "and retrain if there are new rows (no production model yet)" in out
+
+
+def test_a_bad_step_config_fails_the_tick_before_it_ingests(tmp_path):
+    """training.C=abc: the tick ingested, then its retrain failed (exit 2) and was retried forever."""
+    source = copy_embedded_tabular(tmp_path / "source")
+    state = tmp_path / "state"
+    out = dry_run(state, source, "training.C=abc", code=1)
+    assert "a tick would FAIL: bad config" in out and "training.C: expected a positive float, got 'abc'" in out
+    proc = run_tick(state, source, "training.C=abc")
+    summary = summary_of(proc)
+    assert proc.returncode == 1 and summary["status"] == "failed"
+    assert "training.C: expected a positive float, got 'abc'" in summary["error"]
+    assert not StatePaths.of(state).model("attrition_model").finaldata_csv.exists()   # nothing ingested
+    assert not (StatePaths.of(state).model("attrition_model").models_dir / "tick_state.json").exists() or \
+        '"pending": null' in (StatePaths.of(state).model("attrition_model").models_dir / "tick_state.json").read_text()
