@@ -269,6 +269,12 @@ class ChainRun:
     log_file: str = ""
     tail: list[str] = field(default_factory=list)
 
+    def cause(self) -> str:
+        """': <the chain's own error line>' (disk full, corrupt DB, server down: the path or URI and
+        what to do), so the tick's one line says it too instead of only pointing at chain.log."""
+        errors = [line.removeprefix("error: ").strip() for line in self.tail if line.startswith("error: ")]
+        return f": {errors[-1]}" if errors else ""
+
 
 def run_main(overrides: Sequence[str], steps: Sequence[str], timeout_s: float, paths: StatePaths,
              state: TickState, tick: Tick) -> ChainRun:
@@ -354,6 +360,21 @@ def stop_orphan_chain(state: TickState, paths: StatePaths) -> None:
     state.save(paths)
 
 
+def validate_chain(overrides: Sequence[str], steps: Sequence[str]) -> None:
+    """Every step config the tick may run (ingestion and the chain), checked as main.py checks
+    them, before anything is ingested: a bad `training.C` let each tick ingest, then fail its
+    retrain and retry it every `fullprocess.retry_after_s`."""
+    import main
+    from utils.pipeline.config import load_config
+
+    cfg = load_config(chain_overrides(overrides))
+    try:
+        main.validate_step_configs(main.select_steps(",".join(["data_ingestion", *steps])), cfg,
+                                   StatePaths.of(cfg.paths.state_dir))
+    except main.ConfigError as exc:
+        raise TickFailed(f"bad config, nothing ingested or retrained: {exc}") from None
+
+
 def chain_steps(cfg: Any) -> list[str]:
     """main.py's steps from `fullprocess.chain_from` to `fullprocess.chain_to` (null: the end)."""
     from main import STEP_NAMES
@@ -401,6 +422,12 @@ def production_of(paths: StatePaths, model_name: str) -> str | None:
         return None
 
 
+def adopts_reference(state: TickState, dataset: Path, changes: SourceChanges) -> bool:
+    """A first tick on a dataset main.py built takes it as the drift reference and checks nothing
+    (one rule for the tick and its dry run, so the dry run cannot promise a check that never comes)."""
+    return state.reference is None and dataset.is_file() and not changes.any and not state.pending
+
+
 def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: TickState, tick: Tick) -> int:
     task = cfg.task
     dataset = dataset_file(paths, task.name)
@@ -417,7 +444,8 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
                              bool(cfg.data.get("follow_symlinks", False)))
     tick.new_files = [e.path.name for e in changes.new_content]
     tick.known_files = len(changes.known_content)
-    if state.reference is None and dataset.is_file() and not changes.any and not state.pending:
+    tick.production_before = production_of(paths, task.model_name)   # a no-op tick names it too
+    if adopts_reference(state, dataset, changes):
         take_reference(paths, task.name, state)   # first tick on a dataset main.py built: adopt it
         state.save(paths)
         log.info("adopted %s as the drift reference", dataset)
@@ -431,9 +459,9 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         return 0
 
     # ---- something to do: heavier from here on ----
+    validate_chain(overrides, chain_steps(cfg))
     policy = policy_of(cfg)
     timeout_s = float(cfg.fullprocess.timeout_s)
-    tick.production_before = production_of(paths, task.model_name)
     if dataset.is_file() and not state.dataset_matches_reference(dataset) and not _reference_usable(state):
         take_reference(paths, task.name, state)   # the reference is the dataset before this ingestion
         state.save(paths)
@@ -445,7 +473,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         if run.exit_code != 0:
             tick.chain = asdict(run)
             raise TickFailed(f"data_ingestion failed (exit {run.exit_code}"
-                             f"{', timed out' if run.timed_out else ''}); see {run.log_file}")
+                             f"{', timed out' if run.timed_out else ''}){run.cause()}; see {run.log_file}")
 
     checked = False
     if not state.dataset_matches_reference(dataset):
@@ -490,7 +518,7 @@ def tick_body(cfg: Any, overrides: Sequence[str], paths: StatePaths, state: Tick
         state.pending["failed_at"] = time.time()
         state.save(paths)
         raise TickFailed(f"the retrain chain failed (exit {run.exit_code}"
-                         f"{f', killed after {timeout_s:.0f} s' if run.timed_out else ''}); production is "
+                         f"{f', killed after {timeout_s:.0f} s' if run.timed_out else ''}){run.cause()}; production is "
                          f"unchanged unless the deployment step ran; see {run.log_file}. "
                          f"Retried after fullprocess.retry_after_s={cfg.fullprocess.retry_after_s} s, "
                          "or sooner when new data arrives.")
@@ -606,7 +634,9 @@ def send_notifications(cfg: Any, paths: StatePaths, state: TickState, tick: Tick
     tick.notifications = [asdict(d) for d in deliveries]
 
 
-def finish(tick: Tick, paths: StatePaths | None, started: float) -> None:
+def finish(tick: Tick, paths: StatePaths | None, started: float, failed_errno: int | None = None) -> None:
+    """The summary line on stdout and in ticks.jsonl; ``failed_errno``: the OS error the tick
+    already failed with (a full disk that also refuses this line is not reported twice)."""
     tick.duration_s = round(time.monotonic() - started, 3)
     summary = asdict(tick)
     line = json.dumps(summary, default=str, sort_keys=True)
@@ -615,7 +645,8 @@ def finish(tick: Tick, paths: StatePaths | None, started: float) -> None:
         try:
             append_tick(paths, summary)
         except OSError as exc:
-            log.error("could not append the tick summary to %s: %s", history_file(paths), exc)
+            level = logging.DEBUG if failed_errno is not None and exc.errno == failed_errno else logging.ERROR
+            log.log(level, "could not append the tick summary to %s: %s", history_file(paths), exc)
     log.info("tick summary: %s", line)
 
 
@@ -684,6 +715,7 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
     tick = Tick(tick=tick_id, model=name, broke_lock=broke)
     state: TickState | None = None   # saved back only once loaded: never overwrite it with a blank
     paths = shared.model(name)
+    failed_errno: int | None = None
     try:
         control = read_control(shared, name)
         if control.paused:
@@ -704,9 +736,10 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
         tick.status, tick.error, tick.exit_code = "terminated", f"terminated by {exc}", 143
         log.error("tick terminated by %s", exc)
     except Exception as exc:  # anything unexpected still gets a summary, a notification, the next model
-        from utils.pipeline.failures import describe
+        from utils.pipeline.failures import describe, os_errno
 
         operational = describe(exc)   # disk full, read-only, corrupt DB: one line, no traceback
+        failed_errno = os_errno(exc) if operational else None
         tick.status, tick.error, tick.exit_code = "failed", operational or f"{type(exc).__name__}: {exc}", 1
         if operational:
             log.error("%s: tick failed: %s", name, operational)
@@ -717,14 +750,30 @@ def tick_model(target: ModelTarget, shared: StatePaths, tick_id: str, broke: dic
             if tick.decision not in ("noop", "locked", "paused"):   # the heavy path ran: production may have moved
                 tick.production_after = production_of(paths, name)
                 tick.deployed = bool(tick.production_after and tick.production_after != tick.production_before)
+            else:                   # nothing ran that could move it
+                tick.production_after = tick.production_before
             if tick.status not in ("noop", "paused"):
                 send_notifications(cfg, paths, state or TickState(), tick)
                 if state is not None:
                     state.save(paths)
-        except Exception:  # noqa: BLE001  - reporting must not hide the tick's own outcome
-            log.exception("could not finish the tick's bookkeeping")
-        finish(tick, shared, started)
+        except Exception as exc:  # noqa: BLE001  - reporting must not hide the tick's own outcome
+            bookkeeping_failed(exc, failed_errno)
+        finish(tick, shared, started, failed_errno)
     return tick.exit_code
+
+
+def bookkeeping_failed(exc: BaseException, failed_errno: int | None) -> None:
+    """After the tick's own failure: the same full or read-only disk again is no news (one line
+    stays one line); another operational failure is one line; a bug keeps its traceback."""
+    from utils.pipeline.failures import describe, os_errno
+
+    operational = describe(exc)
+    if operational is None:
+        log.exception("could not finish the tick's bookkeeping")
+    elif failed_errno is not None and os_errno(exc) == failed_errno:
+        log.debug("could not finish the tick's bookkeeping either: %s", operational)
+    else:
+        log.error("could not finish the tick's bookkeeping: %s", operational)
 
 
 # ---- operating it --------------------------------------------------------------------------------
@@ -733,8 +782,8 @@ def dry_run(cfg: Any, overrides: Sequence[str], only: str | None = None) -> int:
     shared = StatePaths.of(cfg.paths.state_dir)
     print(f"fullprocess dry run (nothing is changed)\nstate dir:  {shared.state_dir}")
     if lock_held(shared.lock_file):
-        print(f"lock: held by {describe_holder(read_holder(shared.lock_file))}: a tick now would wait for "
-              "nothing and exit 0 (locked)")
+        print(f"lock: held by {describe_holder(read_holder(shared.lock_file))}: a tick now would do nothing "
+              "and exit 0 (decision: locked); once the lock is free, it would do what follows")
     try:
         targets = tick_targets(cfg, overrides, shared, only)
     except TickFailed as exc:
@@ -770,8 +819,11 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
     retry_in = retry_wait(state, float(cfg.fullprocess.retry_after_s))
     print(f"  pending retrain: {state.pending or 'none'}"
           + (f" (failed; retried in {retry_in:.0f} s)" if state.pending and retry_in else ""))
-    owed = not state.dataset_matches_reference(dataset)
-    print(f"  dataset vs drift reference: {'changed since the last check' if owed else 'unchanged'}")
+    adopt = adopts_reference(state, dataset, changes)
+    owed = not adopt and not state.dataset_matches_reference(dataset)
+    print("  dataset vs drift reference: " + ("no reference yet: a tick would adopt the dataset as the "
+                                              "reference (no drift check)" if adopt else
+                                              "changed since the last check" if owed else "unchanged"))
     now = clock()
     baseline = max(filter(None, (state.last_retrain, last_training_time(paths))), default=None)
     scheduled = bool(retrain_every and baseline is not None and now - baseline >= retrain_every)
@@ -783,15 +835,40 @@ def dry_run_model(target: ModelTarget, shared: StatePaths) -> int:
         print("  a tick would: " + ("monitor production (schedule.monitor_every elapsed)" if monitor_due
                                     else "nothing (exit 0)"))
         return 0
+    try:
+        validate_chain(target.overrides, chain_steps(cfg))
+    except TickFailed as exc:
+        print(f"  a tick would FAIL: {exc}")
+        return 1
     if changes.any:
         print(f"  a tick would: ingest with `{main_cmd} main.steps=data_ingestion`")
-    if changes.any or owed:
-        print(f"  then check drift (drift.policy={list(policy_of(cfg))}) -> {paths.reports_dir / 'drift.json'}")
-    if state.pending or scheduled:
+    policy = policy_of(cfg)
+    chain = f"`{main_cmd} main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)"
+    # the tick's reference rule: the dataset before this ingestion, none on the first data
+    new_rows = changes.any or _reference_usable(state)
+    checks = new_rows and (_reference_usable(state) or dataset.is_file()) and cfg.task.name in DRIFT_TASKS
+    if checks:
+        print(f"  then check drift (drift.policy={policy}) -> {paths.reports_dir / 'drift.json'}")
+    elif changes.any:
+        print("  then no drift check (" + (f"no drift check for task {cfg.task.name}" if dataset.is_file()
+                                           else "no drift reference yet: first data") + ")")
+    elif owed:
+        print("  then take the dataset as the drift reference (the last one is gone; no check)")
+    production = production_of(paths, name)
+    if "never" in policy:
+        print("  and not retrain (drift.policy=never)")
+    elif state.pending or scheduled:
         why = "the pending retrain" if state.pending else f"schedule.retrain_every={cfg.schedule.retrain_every} elapsed"
-        print(f"  and retrain ({why}): `{main_cmd} main.steps='{steps}'`")
+        print(f"  and retrain ({why}): {chain}")
+    elif not new_rows:
+        print("  and not retrain (no new rows)")
+    elif production is None or "always" in policy:
+        why = "no production model yet" if production is None else "drift.policy=always"
+        print(f"  and retrain if there are new rows ({why}): {chain}")
+    elif checks:
+        print(f"  and retrain on drift: {chain}")
     else:
-        print(f"  and on drift: `{main_cmd} main.steps='{steps}'` (timeout {cfg.fullprocess.timeout_s} s)")
+        print("  and not retrain (no drift check)")
     if monitor_due:
         print("  and monitor production (schedule.monitor_every elapsed)")
     return 0

@@ -227,7 +227,10 @@ def operator_cli(argv: list[str]) -> int:
     try:
         set_champion_alias(event["version"], tracking_uri_for(paths.state_dir, args.tracking_uri))
     except Exception as exc:  # the store is the source of truth; the alias follows when it can
-        log.warning("production rolled back, but the registry alias could not be moved: %s", exc)
+        from utils.pipeline.failures import describe
+
+        log.warning("production rolled back, but the registry alias could not be moved (the next deploy or "
+                    "rollback moves it): %s", describe(exc) or exc)
     print(f"rolled back: production is now {event['version']} (was {event['replaced']})")
     return 0
 

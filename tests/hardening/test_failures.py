@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO_ROOT
+from tests.conftest import PYTHON, REPO_ROOT, copy_embedded_tabular
 from tests.backbone.test_model_store import store_with
 from utils.models.model_store import ModelStore
 from utils.pipeline import failures
@@ -154,3 +155,83 @@ def test_tracking_server_down(tmp_path):
     lines = error_lines(proc)
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
     assert f"tracking server {uri} is unreachable" in lines[0]
+
+
+# ---- the tick passes the chain's one line on (it said only "data_ingestion failed; see chain.log")
+def tick_error(state: Path, tmp_path: Path, *overrides: str) -> str:
+    source = copy_embedded_tabular(tmp_path / "source")
+    proc = run(str(REPO_ROOT / "fullprocess.py"), f"paths.state_dir={state}", f"data.source_dir={source}",
+               *overrides, cwd=tmp_path, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "ERROR" in line or line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_corrupt_tracking_db_through_the_tick(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mlflow.db").write_bytes(b"SQLite format 3\0" + os.urandom(8000))
+    line = tick_error(state, tmp_path)
+    assert "data_ingestion failed (exit 1): database " + str(state / "mlflow.db") + " is corrupt" in line
+    assert "move it aside" in line
+
+
+def test_tracking_server_down_through_the_tick(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    line = tick_error(tmp_path / "state", tmp_path, f"main.tracking_uri={uri}")
+    assert f"tracking server {uri} is unreachable" in line and "main.tracking_uri" in line
+
+
+def test_full_disk_through_the_tick_is_one_line(tmp_path):
+    """A disk already full: the tick's failure, then its state file and its summary line fail too
+    (that printed a traceback and two more error lines)."""
+    with tmpfs(tmp_path / "full", "300k") as state:
+        (state / "logs").mkdir()
+        (state / "fill").write_bytes(b"\0" * (290 << 10))   # room for the logs' first lines only
+        line = tick_error(state, tmp_path)
+    assert f"no space left on the device of {state}" in line and "paths.state_dir" in line
+
+
+def test_rollback_with_the_tracking_server_down_rolls_back_and_says_so_in_one_line(tmp_path):
+    """The store is the source of truth: production moves; the alias warning is the one line,
+    not urllib3's retry chain."""
+    (tmp_path / "state").mkdir()
+    store = store_with(tmp_path / "state", "m-v1", "m-v2")
+    store.deploy("m-v1")
+    store.deploy("m-v2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = run(*entry_points(tmp_path / "state")["deployment.py"], "--tracking-uri", uri, cwd=tmp_path,
+               env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    assert proc.returncode == 0 and "rolled back: production is now m-v1" in proc.stdout, proc.stderr[-2000:]
+    warning = next(line for line in proc.stderr.splitlines() if "alias could not be moved" in line)
+    assert f"tracking server {uri} is unreachable" in warning and "HTTPConnectionPool" not in warning
+    assert ModelStore(tmp_path / "state" / "models" / "m").production_version() == "m-v1"
+
+
+def test_disk_full_on_a_second_ingestion_keeps_the_data_and_is_one_line(tmp_path):
+    """An existing mlflow.db that cannot grow: mlflow logged its own traceback before our line."""
+    source = tmp_path / "source"
+    source.mkdir()
+    embedded = copy_embedded_tabular(tmp_path / "embedded")
+    shutil.copy(embedded / "dataset1.csv", source)
+    with tmpfs(tmp_path / "full", "3m") as state:
+        main = [str(REPO_ROOT / "main.py"), f"paths.state_dir={state}", "main.steps=data_ingestion",
+                f"data.source_dir={source}", "diagnostics.pypi_url=null"]
+        assert run(*main, cwd=tmp_path).returncode == 0
+        model = state / "ingested" / "attrition_model"
+        before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+        for name in ("dataset2.csv", "dataset3.csv"):
+            shutil.copy(embedded / name, source)
+        free = os.statvfs(state)
+        (state / "fill").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - (12 << 10)))
+        proc = run(*main, cwd=tmp_path)
+        lines = error_lines(proc)
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+        assert str(state) in lines[0] and ("disk is full" in lines[0] or "no space left" in lines[0])
+        assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before   # nothing lost

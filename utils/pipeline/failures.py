@@ -113,6 +113,11 @@ def _connection_message(exc: BaseException) -> str | None:
     return None
 
 
+def os_errno(exc: BaseException) -> int | None:
+    """The errno of the first OS error behind ``exc`` (None when there is none)."""
+    return next((e.errno for e in _causes(exc) if isinstance(e, OSError) and e.errno), None)
+
+
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a known operational failure, else None."""
     for e in _causes(exc):
