@@ -212,7 +212,7 @@ def operator_cli(argv: list[str]) -> int:
     paths = shared.model(name)
     from utils.pipeline.failures import note_context
 
-    note_context(state_dir=shared.state_dir, tracking_uri=args.tracking_uri)
+    note_context(state_dir=shared.state_dir, tracking_uri=args.tracking_uri, tracking_setting="--tracking-uri")
     store = ModelStore(paths.models_dir)
     if args.status:
         print(json.dumps({"model": name, "production": store.production_version(),

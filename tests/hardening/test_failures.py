@@ -211,6 +211,7 @@ def test_rollback_with_the_tracking_server_down_rolls_back_and_says_so_in_one_li
     assert proc.returncode == 0 and "rolled back: production is now m-v1" in proc.stdout, proc.stderr[-2000:]
     warning = next(line for line in proc.stderr.splitlines() if "alias could not be moved" in line)
     assert f"tracking server {uri} is unreachable" in warning and "HTTPConnectionPool" not in warning
+    assert "set --tracking-uri to a reachable server" in warning     # this CLI's flag, not main.py's key
     assert ModelStore(tmp_path / "state" / "models" / "m").production_version() == "m-v1"
 
 

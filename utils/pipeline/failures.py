@@ -22,7 +22,8 @@ _context: dict[str, str] = {}
 
 
 def note_context(**values: Any) -> None:
-    """Remember ``state_dir`` / ``tracking_uri`` for messages about paths the error lacks."""
+    """Remember ``state_dir`` / ``tracking_uri`` for messages about paths the error lacks, and
+    ``tracking_setting``: how this command is told the URI (a CLI flag; default main.tracking_uri)."""
     _context.update({k: str(v) for k, v in values.items() if v is not None})
 
 
@@ -94,7 +95,11 @@ def _database_message(exc: BaseException) -> str | None:
     from utils.pipeline.tracking_server import database_error_message
 
     uri = _context.get("tracking_uri", "postgresql://?")
-    return database_error_message(exc, uri, setting="main.tracking_uri")
+    return database_error_message(exc, uri, setting=_tracking_setting())
+
+
+def _tracking_setting() -> str:
+    return _context.get("tracking_setting", "main.tracking_uri")
 
 
 def _connection_message(exc: BaseException) -> str | None:
@@ -108,8 +113,8 @@ def _connection_message(exc: BaseException) -> str | None:
                 "ConnectionRefusedError"} or "Max retries exceeded" in text or "Connection refused" in text:
         uri = _context.get("tracking_uri", "the tracking server")
         return (f"tracking server {uri} is unreachable ({name}): start it (./run_pipeline.sh tracking-server "
-                "on its host) and run again, or set main.tracking_uri to a reachable server (null: the SQLite "
-                "DB in the state dir)")
+                f"on its host) and run again, or set {_tracking_setting()} to a reachable server (unset: the "
+                "SQLite DB in the state dir)")
     return None
 
 
