@@ -123,6 +123,23 @@ def slot_f1(preds: list[dict[str, Any]], gold: list[dict[str, Any]]) -> float:
     return 100.0 * float(metrics["slot_f1"])
 
 
+class TorchLogits:
+    """The served ONNX Runtime model with its logits handed back as torch tensors, as the first
+    fast path did: softmax and log-softmax then run in torch (the same-run baseline of the
+    numpy decoding)."""
+
+    def __init__(self, ort_model: Any) -> None:
+        self.ort_model = ort_model
+
+    def __call__(self, input_ids: Any, attention_mask: Any) -> dict[str, Any]:
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.ort_model(input_ids, attention_mask).items()}
+
+    def __getattr__(self, name: str) -> Any:      # eval(), train(), parameters(), training ...
+        return getattr(self.ort_model, name)
+
+
 def threads_label(model: Any) -> str:
     return f"{model.threads} thread single, {model.batch_threads} batch"
 
@@ -165,6 +182,8 @@ def main() -> int:
     one_session = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(graph, threads=1,
                                                                                            batch_threads=1))
     paths["ONNX Runtime, 1 thread for batches too"] = lambda t: nlu_model.predict(one_session, t)
+    via_torch = dataclasses.replace(fast_model._trained, model=TorchLogits(fast_model._trained.model))
+    paths["ONNX Runtime, logits decoded in torch (before)"] = lambda t: nlu_model.predict(via_torch, t)
     torch_model = reference.unwrap_python_model()
     one_thread = "torch, 1 thread (thread setting only)"
 
