@@ -12,6 +12,7 @@ installed, otherwise a Python thread client (slower: it competes with the server
     python benchmarks/api_throughput.py                        # defaults: 8 clients, 20k requests / 10 s
     python benchmarks/api_throughput.py --mlflow-workers 1 2 --with-bare --json out.json
     python benchmarks/api_throughput.py --two-models           # also our API with a second model loaded
+    python benchmarks/api_throughput.py --with-empty --with-bare  # the ceiling: a handler with no model
 
 Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
 servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
@@ -264,6 +265,17 @@ def prediction():
 """
 
 
+EMPTY_APP = """
+from flask import Flask, request, jsonify
+app = Flask(__name__)
+
+@app.post("/prediction")
+def prediction():
+    records = request.get_json()["records"]
+    return jsonify({"predictions": [{"label": 0, "probability": 0.5} for _ in records]})
+"""
+
+
 def gunicorn_concurrency(args: argparse.Namespace) -> list[str]:
     """The worker settings serve.py gives gunicorn for ours (api.worker_class, its default
     api.worker_connections, or api.threads), so the bare handler runs under the same ones."""
@@ -272,14 +284,16 @@ def gunicorn_concurrency(args: argparse.Namespace) -> list[str]:
     return ["--worker-class", "gthread", "--threads", str(args.threads)]
 
 
-def start_bare(state: Path, model_dir: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    """The issue's reference point: a bare Flask handler calling the same model, no checks, no logs,
-    under the same gunicorn settings as ours (workers, worker class, connections or threads)."""
-    (state / "bare_app.py").write_text(BARE_APP)
+def start_bare(state: Path, model_dir: Path, port: int, args: argparse.Namespace,
+               app: str = "bare_app", source: str = BARE_APP) -> subprocess.Popen:
+    """A bare Flask handler calling the same model, no checks, no logs (or, with ``EMPTY_APP``,
+    no model at all: the issue's ceiling), under the same gunicorn settings as ours (workers,
+    worker class, connections or threads)."""
+    (state / f"{app}.py").write_text(source)
     cmd = [PYTHON, "-m", "gunicorn", "-w", str(args.workers), *gunicorn_concurrency(args),
-           "-b", f"127.0.0.1:{port}", "--chdir", str(state), "bare_app:app"]
+           "-b", f"127.0.0.1:{port}", "--chdir", str(state), f"{app}:app"]
     return subprocess.Popen(cmd, cwd=str(state), env={**os.environ, "MODEL_DIR": str(model_dir)},
-                            start_new_session=True, stdout=open(state / "bare.log", "w"), stderr=subprocess.STDOUT)
+                            start_new_session=True, stdout=open(state / f"{app}.log", "w"), stderr=subprocess.STDOUT)
 
 
 def main() -> int:
@@ -302,6 +316,8 @@ def main() -> int:
                         help="extra config override for our server, e.g. api.prediction_log=false (repeatable)")
     parser.add_argument("--with-bare", action="store_true",
                         help="also measure a bare Flask handler (gunicorn sync, --workers) calling the same model")
+    parser.add_argument("--with-empty", action="store_true",
+                        help="also measure an empty Flask handler (parses the body, no model): the ceiling")
     parser.add_argument("--two-models", action="store_true",
                         help="also our API on a state dir with a second model loaded (same route, same model)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if hey exists")
@@ -342,6 +358,10 @@ def main() -> int:
             port = free_port()
             servers.append((f"bare Flask handler ({settings})", "bare", f"http://127.0.0.1:{port}",
                             start_bare(state, model_dir, port, args)))
+        if args.with_empty:
+            port = free_port()
+            servers.append((f"empty Flask handler ({settings})", "bare", f"http://127.0.0.1:{port}",
+                            start_bare(state, model_dir, port, args, "empty_app", EMPTY_APP)))
         for label, kind, url, proc in servers:
             ready = {"ours": "/health", "mlflow": "/ping"}
             if kind in ready:
@@ -381,14 +401,17 @@ def main() -> int:
           f"{results[0]['tool']}, medians of {args.rounds} interleaved rounds of <= {args.requests} requests; "
           f"{logged} predictions in our log afterwards\n")
     bare = {r["payload"]: r["rps"] for r in results if r["server"].startswith("bare")}
+    empty = {r["payload"]: r["rps"] for r in results if r["server"].startswith("empty")}
     print(f"{'server':44} {'payload':9} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'errors':>6} {'x mlflow':>8} {'x bare':>6} {'CPU ms/req':>10}")
+          f"{'errors':>6} {'x mlflow':>8} {'x bare':>6} {'x empty':>7} {'CPU ms/req':>10}")
     for r in sorted(results, key=lambda r: (r["payload"] != "single", r["server"])):
         ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
         spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}"
         to_bare = r["rps"] / bare[r["payload"]] if bare.get(r["payload"]) else float("nan")
+        to_empty = r["rps"] / empty[r["payload"]] if empty.get(r["payload"]) else float("nan")
         print(f"{r['server']:44} {r['payload']:9} {r['rps']:7.0f} {spread:>13} {r['p50_ms']:7.2f} "
-              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {r['server_cpu_ms_per_request']:10.2f}")
+              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {to_empty:7.2f} "
+              f"{r['server_cpu_ms_per_request']:10.2f}")
     if args.json:
         args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
                                          "rounds": args.rounds, "prediction_log_rows": logged,
