@@ -94,29 +94,20 @@ def configured_default_model() -> str | None:
 def retrain(paths: StatePaths, name: str, command: list[str]) -> int:
     """The model's chain under the pipeline lock, as the tick and the API's retrain jobs run it:
     one chain at a time, and a delete meanwhile is refused instead of racing the deployment."""
-    from filelock import FileLock, Timeout
-
     from utils.pipeline.tracking_server import mask_uri
-    from utils.tick.tick_lock import clear_holder, describe_holder, read_holder, write_holder
+    from utils.tick.tick_lock import LockBusy, chain_lock, describe_holder, read_holder
 
     shown = mask_uri(" ".join(command))
     paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(paths.lock_file), timeout=0)
     try:
-        lock.acquire()
-    except Timeout:
-        print(f"error: {name}: another pipeline run holds {paths.lock_file}, "
-              f"{describe_holder(read_holder(paths.lock_file))}; retrain again when it has finished",
-              file=sys.stderr)
+        with chain_lock(paths.lock_file, f"manage.py retrain {name}: {shown}"):
+            management.resume(paths, name, "manual retrain")
+            print(f"{name}: retraining: {shown}", flush=True)
+            return subprocess.call(command, cwd=str(REPO_ROOT))
+    except LockBusy as exc:
+        print(f"error: {name}: {exc}, {describe_holder(read_holder(paths.lock_file))}; "
+              "retrain again when it has finished", file=sys.stderr)
         return 1
-    try:
-        write_holder(paths.lock_file, f"manage.py retrain {name}: {shown}")
-        management.resume(paths, name, "manual retrain")
-        print(f"{name}: retraining: {shown}", flush=True)
-        return subprocess.call(command, cwd=str(REPO_ROOT))
-    finally:
-        clear_holder(paths.lock_file)
-        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:

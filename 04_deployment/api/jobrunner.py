@@ -13,11 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from typing import Any
 
 from api.jobs import JobStore
-from utils.tick.tick_lock import clear_holder, write_holder
+from utils.tick.tick_lock import LockBusy, chain_lock
 
 
 def main(argv: list[str]) -> int:
@@ -32,37 +31,35 @@ def main(argv: list[str]) -> int:
     store = JobStore(args.db)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "ab", buffering=0) as log:
-        lock = FileLock(str(args.lock), timeout=0)
         try:
-            lock.acquire()
-        except Timeout:
-            message = f"another pipeline run holds {args.lock}; try again when it has finished"
+            with chain_lock(args.lock, f"api.jobrunner job {args.job}: {' '.join(command)}"):
+                return run_job(store, args.job, command, log)
+        except LockBusy as exc:
+            message = f"{exc}; try again when it has finished"
             log.write(f"{message}\n".encode())
             store.update(args.job, state="failed", finished=time.time(), error=message)
             return 1
-        write_holder(args.lock, f"api.jobrunner job {args.job}: {' '.join(command)}")
-        try:
-            store.update(args.job, state="running", started=time.time())
-            log.write(f"$ {' '.join(command)}\n".encode())
-            try:
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            except OSError as exc:
-                store.update(args.job, state="failed", finished=time.time(), error=str(exc))
-                return 1
 
-            def forward(signum: int, _frame: object) -> None:
-                proc.send_signal(signum)
 
-            signal.signal(signal.SIGTERM, forward)
-            signal.signal(signal.SIGINT, forward)
-            code = proc.wait()
-            store.update(args.job, state="succeeded" if code == 0 else "failed", returncode=code,
-                         finished=time.time(),
-                         error=None if code == 0 else f"exit status {code}; see the log")
-            return code
-        finally:
-            clear_holder(args.lock)
-            lock.release()
+def run_job(store: JobStore, job: str, command: list[str], log: Any) -> int:
+    """The job's command under the lock, its state in the job store, signals passed on to it."""
+    store.update(job, state="running", started=time.time())
+    log.write(f"$ {' '.join(command)}\n".encode())
+    try:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        store.update(job, state="failed", finished=time.time(), error=str(exc))
+        return 1
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = proc.wait()
+    store.update(job, state="succeeded" if code == 0 else "failed", returncode=code, finished=time.time(),
+                 error=None if code == 0 else f"exit status {code}; see the log")
+    return code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,28 @@ def clear_holder(path: Path) -> None:
     """Empty the record before releasing: a record left behind means its holder died."""
     with open(path, "r+") as fh:
         fh.truncate(0)
+
+
+class LockBusy(Exception):
+    """Another pipeline run holds the lock."""
+
+
+@contextmanager
+def chain_lock(path: Path, command: str) -> Iterator[None]:
+    """The pipeline lock for one chain run outside a tick (an API retrain job, ``manage.py
+    retrain``): taken without waiting, its holder recorded while held and cleared before release.
+    LockBusy when another run holds it (a tick names that holder; these callers just refuse)."""
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockBusy(f"another pipeline run holds {path}") from None
+    try:
+        write_holder(path, command)
+        yield
+    finally:
+        clear_holder(path)
+        lock.release()
 
 
 def describe_holder(holder: Holder | None) -> str:
