@@ -532,13 +532,6 @@ def _param_groups(model: JointIntentSlotModel, cfg: NluTrainConfig) -> list[dict
     ]
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
 class ProgressLog:
     """A log line at least every ``every_s`` seconds inside the step loop: what cron,
     chain.log and nohup get instead of a tqdm bar. Reads only the clock (no device sync)."""
@@ -555,13 +548,17 @@ class ProgressLog:
         if self.every_s <= 0 or now - self.last < self.every_s:
             return
         self.last = now
+        # training runs from the repo only (train.py, or this file as a script/torchrun: sys.path
+        # above), never inside a logged model, so utils/ is importable here
+        from utils.pipeline.progress import duration
+
         rate = samples / max(now - epoch_started, 1e-9)
         per_step = (now - self.started) / self.done_steps
         left_epoch = (self.steps_per_epoch - batch) * per_step
         left_total = (self.epochs * self.steps_per_epoch - self.done_steps) * per_step
         log.info("progress %s: epoch %d/%d, batch %d/%d, %.1f samples/s, ETA epoch %s, ETA training %s "
                  "(upper bound: early stopping may end sooner)", self.label, epoch, self.epochs, batch,
-                 self.steps_per_epoch, rate, _duration(left_epoch), _duration(left_total))
+                 self.steps_per_epoch, rate, duration(left_epoch), duration(left_total))
 
 
 def _progress(iterable: Any, enabled: bool, desc: str, total: int) -> Any:
