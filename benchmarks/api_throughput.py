@@ -13,6 +13,7 @@ installed, otherwise a Python thread client (slower: it competes with the server
     python benchmarks/api_throughput.py --mlflow-workers 1 2 --with-bare --json out.json
     python benchmarks/api_throughput.py --two-models           # also our API with a second model loaded
     python benchmarks/api_throughput.py --with-empty --with-bare  # the ceiling: a handler with no model
+    python benchmarks/api_throughput.py --with-empty --rate 400   # p99 at 400 req/s offered, not at saturation
 
 Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
 servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
@@ -133,8 +134,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ---- load generation ---------------------------------------------------------------------
-def run_hey(url: str, body: Path, requests_n: int, duration_s: float, concurrency: int) -> dict[str, Any]:
-    cmd = ["hey", "-n", str(requests_n), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+def run_hey(url: str, body: Path, requests_n: int, duration_s: float, concurrency: int,
+            rate: float = 0.0) -> dict[str, Any]:
+    """``rate`` > 0: offer that many requests/s in all (hey -q per client), for at most ``duration_s``."""
+    paced = []
+    if rate > 0:
+        requests_n = max(concurrency, min(requests_n, int(rate * duration_s)))
+        paced = ["-q", f"{rate / concurrency:g}"]
+    cmd = ["hey", "-n", str(requests_n), "-c", str(concurrency), *paced, "-m", "POST", "-T", "application/json",
            "-D", str(body), "-t", "20", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s * 3 + 60).stdout
 
@@ -224,7 +231,8 @@ def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen)
     runner = run_hey if shutil.which("hey") and not args.python_client else run_python
     runner(url, body, min(200, args.requests), 10, args.concurrency)     # warm-up, not measured
     cpu0 = server_cpu_s(proc)
-    result = runner(url, body, args.requests, args.duration_s, args.concurrency)
+    paced = {"rate": args.rate} if args.rate else {}
+    result = runner(url, body, args.requests, args.duration_s, args.concurrency, **paced)
     result["server_cpu_ms_per_request"] = (server_cpu_s(proc) - cpu0) * 1000 / max(1, result["requests"])
     return result
 
@@ -321,8 +329,13 @@ def main() -> int:
     parser.add_argument("--two-models", action="store_true",
                         help="also our API on a state dir with a second model loaded (same route, same model)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if hey exists")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offer this many requests/s in all instead of as many as the server takes "
+                             "(hey -q): the latency at a given load, not at saturation (needs hey)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.rate and (args.python_client or not shutil.which("hey")):
+        parser.error("--rate needs hey (Debian package hey) and no --python-client")
 
     state = Path(tempfile.mkdtemp(prefix="bench-api-"))
     servers: list[tuple[str, str, str, subprocess.Popen]] = []    # (label, kind, url, process)
@@ -397,7 +410,8 @@ def main() -> int:
                         "errors": sum(m["errors"] for m in measured), "tool": measured[0]["tool"],
                         "rounds": measured})
     base = {r["payload"]: r["rps"] for r in results if r["server"].startswith("mlflow") and "--workers 1)" in r["server"]}
-    print(f"\nPOST /prediction: {args.concurrency} concurrent clients, {os.cpu_count()} CPUs, load tool "
+    offered = f", {args.rate:g} requests/s offered" if args.rate else ""
+    print(f"\nPOST /prediction: {args.concurrency} concurrent clients{offered}, {os.cpu_count()} CPUs, load tool "
           f"{results[0]['tool']}, medians of {args.rounds} interleaved rounds of <= {args.requests} requests; "
           f"{logged} predictions in our log afterwards\n")
     bare = {r["payload"]: r["rps"] for r in results if r["server"].startswith("bare")}
@@ -413,7 +427,7 @@ def main() -> int:
               f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {to_empty:7.2f} "
               f"{r['server_cpu_ms_per_request']:10.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"concurrency": args.concurrency, "cpus": os.cpu_count(),
+        args.json.write_text(json.dumps({"concurrency": args.concurrency, "rate": args.rate, "cpus": os.cpu_count(),
                                          "rounds": args.rounds, "prediction_log_rows": logged,
                                          "results": results}, indent=2))
     return 0 if all(r["errors"] == 0 for r in results) else 1

@@ -5,7 +5,8 @@ call (``PyFuncModel.predict`` on a DataFrame, torch with its default threads, th
 turned off with MLOPS_NLU_FAST=0); the fast path is ``predict_texts`` of the same model loaded
 with ONNX Runtime (one intra-op thread for single queries, every usable core for batches:
 nlu_onnx.py). Also shown: ONNX Runtime on one thread for batches too (the first fast path,
-slower than torch on batches), torch on one thread (what thread settings alone give) and, with
+slower than torch on batches), on two threads for single queries too (api.nlu_threads=2: lower
+latency for one caller, but two workers then contend for the same two cores), torch on one thread (what thread settings alone give) and, with
 ``--int8``, a dynamically quantised graph (not served by default: it is not identical; its
 agreement, exact match and slot F1 are printed).
 
@@ -182,6 +183,9 @@ def main() -> int:
     one_session = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(graph, threads=1,
                                                                                            batch_threads=1))
     paths["ONNX Runtime, 1 thread for batches too"] = lambda t: nlu_model.predict(one_session, t)
+    two_single = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(
+        graph, threads=2, batch_threads=fast_model._trained.model.batch_threads))
+    paths["ONNX Runtime, 2 threads for single queries too"] = lambda t: nlu_model.predict(two_single, t)
     via_torch = dataclasses.replace(fast_model._trained, model=TorchLogits(fast_model._trained.model))
     paths["ONNX Runtime, logits decoded in torch (before)"] = lambda t: nlu_model.predict(via_torch, t)
     torch_model = reference.unwrap_python_model()
