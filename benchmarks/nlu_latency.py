@@ -6,9 +6,10 @@ turned off with MLOPS_NLU_FAST=0); the fast path is ``predict_texts`` of the sam
 with ONNX Runtime (one intra-op thread for single queries, every usable core for batches:
 nlu_onnx.py). Also shown: ONNX Runtime on one thread for batches too (the first fast path,
 slower than torch on batches), on two threads for single queries too (api.nlu_threads=2: lower
-latency for one caller, but two workers then contend for the same two cores), torch on one thread (what thread settings alone give) and, with
-``--int8``, a dynamically quantised graph (not served by default: it is not identical; its
-agreement, exact match and slot F1 are printed).
+latency for one caller, but two workers then contend for the same two cores), torch on one
+thread (what thread settings alone give) and, with ``--int8``, a dynamically quantised graph
+(not served by default: it is not identical; its agreement, exact match and slot F1 are
+printed).
 
 Measured, interleaved over ``--rounds``: single queries (p50/p99 over ``--queries`` calls) and
 batches of 64 (texts/s over the whole test set). Every test query's intent and tags are
