@@ -68,10 +68,13 @@ def _pin(package: str) -> str:
     return f"{package}=={version}"
 
 
-def nlu_pip_requirements() -> list[str]:
+def nlu_pip_requirements(crf: bool = False) -> list[str]:
     """Explicit pins: no slow requirement inference, and no local '+cpu' tag in the torch pin.
-    onnxruntime (the fast path, nlu_onnx.py) when installed; without it the model runs on torch."""
+    onnxruntime (the fast path, nlu_onnx.py) when installed; without it the model runs on torch.
+    pytorch-crf for a model with a CRF slot layer (``crf``): its weights load into that layer."""
     packages = ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy"]
+    if crf:
+        packages.append("pytorch-crf")
     try:
         importlib.metadata.version("onnxruntime")
         packages.append("onnxruntime")
@@ -115,7 +118,7 @@ def log_nlu_model(
             code_paths=[str(p) for p in CODE_PATHS],
             signature=nlu_signature(),
             input_example=pd.DataFrame({"text": list(input_texts)}),
-            pip_requirements=nlu_pip_requirements(),
+            pip_requirements=nlu_pip_requirements(crf=getattr(trained.model, "crf", None) is not None),
             registered_model_name=registered_model_name,
             **log_kwargs,
         )

@@ -60,7 +60,10 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 BUNDLE_FORMAT_VERSION = 1
-SLOT_DECODERS = ("viterbi", "argmax")
+SLOT_DECODERS = ("viterbi", "argmax", "crf")
+# "crf" is also a training choice: the slot head gets a linear-chain CRF (learned tag
+# transitions, trained on the sequence likelihood); the other two decode softmax slot scores.
+CRF_DECODER = "crf"
 # Bundles written before the decoder was a setting decoded by argmax + repair_bio: keep that.
 LEGACY_SLOT_DECODER = "argmax"
 PACKAGED_ENCODERS = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
@@ -121,7 +124,9 @@ class NluTrainConfig:
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers for collation"})
     slot_decoder: str = field(
         default="viterbi", metadata={"help": "viterbi (best valid BIO sequence, utils/models/"
-                                     "bio_decode.py) or argmax (per word, then repair_bio)"},
+                                     "bio_decode.py), argmax (per word, then repair_bio) or crf "
+                                     "(train a CRF layer on the word-level slot scores; decode "
+                                     "with its learned transitions and the BIO constraints)"},
     )
     label_smoothing: float = field(
         default=0.0, metadata={"help": "label smoothing of both cross-entropy losses"}
@@ -235,6 +240,7 @@ class JointIntentSlotModel(nn.Module):
     def __init__(
         self, encoder: nn.Module, n_intents: int, n_slots: int, dropout: float = 0.1,
         pooling: str = "mean", slot_loss_weight: float = 1.0, label_smoothing: float = 0.0,
+        crf: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -247,6 +253,7 @@ class JointIntentSlotModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.intent_head = nn.Linear(hidden, n_intents)
         self.slot_head = nn.Linear(hidden, n_slots)
+        self.crf = _make_crf(n_slots) if crf else None
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -265,15 +272,59 @@ class JointIntentSlotModel(nn.Module):
         if intent_labels is not None and slot_labels is not None:
             smooth = self.label_smoothing if self.training else 0.0
             intent_loss = F.cross_entropy(intent_logits.float(), intent_labels, label_smoothing=smooth)
-            # sum / count instead of mean: no NaN on a batch without labelled tokens
-            flat = slot_labels.reshape(-1)
-            slot_sum = F.cross_entropy(
-                slot_logits.float().reshape(flat.numel(), -1), flat,
-                ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smooth,
-            )
-            slot_loss = slot_sum / (flat != IGNORE_INDEX).sum().clamp(min=1)
+            if self.crf is not None:
+                slot_loss = crf_nll(self.crf, slot_logits.float(), slot_labels)
+            else:
+                # sum / count instead of mean: no NaN on a batch without labelled tokens
+                flat = slot_labels.reshape(-1)
+                slot_sum = F.cross_entropy(
+                    slot_logits.float().reshape(flat.numel(), -1), flat,
+                    ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smooth,
+                )
+                slot_loss = slot_sum / (flat != IGNORE_INDEX).sum().clamp(min=1)
             out = {"loss": intent_loss + self.slot_loss_weight * slot_loss, **out}
         return out
+
+    def crf_scores(self) -> tuple[Any, Any, Any] | None:
+        """The CRF's ``(start [L], transitions [from, to], end [L])`` as float64 numpy arrays,
+        the form ``bio_decode.viterbi_bio`` adds to the path score; None without a CRF."""
+        if self.crf is None:
+            return None
+        return tuple(p.detach().float().cpu().numpy().astype("float64") for p in
+                     (self.crf.start_transitions, self.crf.transitions, self.crf.end_transitions))
+
+
+def _make_crf(n_slots: int) -> nn.Module:
+    """pytorch-crf's linear-chain CRF (imported here: only CRF models need the package)."""
+    try:
+        from torchcrf import CRF
+    except ImportError as exc:
+        raise ImportError("slot_decoder 'crf' needs the pytorch-crf package (pip install "
+                          "pytorch-crf; pinned in pyproject.toml)") from exc
+    return CRF(n_slots, batch_first=True)
+
+
+def crf_nll(crf: nn.Module, slot_logits: torch.Tensor, slot_labels: torch.Tensor) -> torch.Tensor:
+    """Per-word negative log-likelihood of the gold tag sequences under ``crf``.
+
+    The CRF runs over words, not sub-tokens: each row's labelled positions (a word's first
+    sub-token; the rest are -100) are moved to the front in order, so the chain links word
+    to word exactly as decoding (``word_log_probs``) does. Rows without a labelled token are
+    left out; a batch without any gives a zero loss that still has a gradient path.
+    """
+    keep = slot_labels != IGNORE_INDEX                       # [B, T]
+    counts = keep.sum(1)
+    rows = counts > 0
+    if not bool(rows.any()):
+        return slot_logits.sum() * 0.0
+    keep, labels, scores, counts = keep[rows], slot_labels[rows], slot_logits[rows], counts[rows]
+    width = int(counts.max())
+    # a stable sort of "not kept" puts the kept positions first, in sentence order
+    first = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    words = scores.gather(1, first.unsqueeze(-1).expand(-1, -1, scores.size(-1)))
+    mask = torch.arange(width, device=slot_labels.device)[None, :] < counts[:, None]
+    tags = labels.gather(1, first).masked_fill(~mask, 0)
+    return -crf(words, tags, mask, reduction="token_mean")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -582,6 +633,7 @@ def _predict_words(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    crf = crf_scores_of(model) if slot_decoder == CRF_DECODER else None
     data = encode(tokenizer, token_lists, max_length)
     order = sorted(range(len(token_lists)), key=lambda i: len(data.input_ids[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -595,7 +647,7 @@ def _predict_words(
             out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         conf, best = _intent_probabilities(out["intent_logits"])
         word_tags = decode_slots(out["slot_logits"], [data.word_starts[i] for i in idx], slot_labels,
-                                 slot_decoder)
+                                 slot_decoder, crf=crf)
         for row, i in enumerate(idx):
             intents[i] = intent_labels[best[row]]
             confs[i] = float(conf[row])
@@ -646,20 +698,35 @@ def word_log_probs(
     return out, lengths
 
 
+def crf_scores_of(model: nn.Module) -> tuple[Any, Any, Any]:
+    """The learned transitions of ``model``'s CRF (a JointIntentSlotModel, or a runtime wrapper
+    such as nlu_onnx.OrtJointModel that exposes ``crf_scores``); a clear error without one."""
+    scores = model.crf_scores() if hasattr(model, "crf_scores") else None
+    if scores is None:
+        raise ValueError("slot_decoder 'crf' needs a model trained with it (no CRF layer in this model)")
+    return scores
+
+
 def decode_slots(
     slot_logits: Any, word_starts: Sequence[Sequence[int]], slot_labels: Sequence[str],
-    slot_decoder: str = "viterbi",
+    slot_decoder: str = "viterbi", crf: tuple[Any, Any, Any] | None = None,
 ) -> list[list[str]]:
     """One valid BIO tag per word for each row of sub-token slot logits ``[B, T, L]``.
 
     ``slot_logits``: a torch tensor or a numpy array (e.g. from an exported runtime);
     ``word_starts``: per row, each word's first sub-token position (-1: none), as ``encode``
     gives them. ``viterbi``: best valid sequence (utils/models/bio_decode.py); ``argmax``:
-    per word, then ``repair_bio`` (bundles written before the setting existed).
+    per word, then ``repair_bio`` (bundles written before the setting existed); ``crf``: Viterbi
+    with the CRF's learned ``crf=(start, transitions, end)`` scores added (``crf_scores_of``).
+    Per-word log-softmax only shifts every path by the same constant, so it leaves the CRF's
+    best path unchanged.
     """
-    if slot_decoder == "viterbi":
+    if slot_decoder in ("viterbi", CRF_DECODER):
+        if slot_decoder == CRF_DECODER and crf is None:
+            raise ValueError("slot_decoder 'crf' needs the CRF's transition scores (crf=...)")
         scores, lengths = word_log_probs(slot_logits, word_starts, list(slot_labels).index("O"))
-        paths = viterbi_bio(scores, lengths, slot_labels, log_probs=True)
+        paths = viterbi_bio(scores, lengths, slot_labels, log_probs=True,
+                            transitions=crf if slot_decoder == CRF_DECODER else None)
         return [[slot_labels[k] for k in path] for path in paths]
     if slot_decoder != "argmax":
         raise ValueError(f"slot_decoder must be one of {SLOT_DECODERS}, not {slot_decoder!r}")
@@ -764,6 +831,7 @@ def train_nlu(
         model = JointIntentSlotModel(
             _encoder_from(encoder_path), len(intent_labels), len(slot_labels),
             cfg.dropout, cfg.pooling, cfg.slot_loss_weight, cfg.label_smoothing,
+            crf=cfg.slot_decoder == CRF_DECODER,
         ).to(device)
         trained = TrainedNlu(model, tokenizer, intent_labels, slot_labels, cfg.max_length,
                              config=dataclasses.asdict(cfg), slot_decoder=cfg.slot_decoder)
@@ -967,7 +1035,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> TrainedNlu:
     encoder = _encoder_from(AutoConfig.from_pretrained(path / "encoder"))
     model = JointIntentSlotModel(
         encoder, len(meta["intent_labels"]), len(meta["slot_labels"]), meta["dropout"],
-        meta["pooling"], meta["slot_loss_weight"],
+        meta["pooling"], meta["slot_loss_weight"], crf=meta.get("slot_decoder") == CRF_DECODER,
     )
     load_model(model, str(path / "model.safetensors"))
     model.to(device).eval()

@@ -7,7 +7,8 @@ LayerNorm kernels and no Python per layer.
 How it stays exact: the exported graph is the model's own ``forward`` (encoder, pooling, both
 heads) and returns the same two logit tensors; ``OrtJointModel`` is an ``nn.Module`` whose
 forward runs that graph, so ``nlu_model.predict`` (tokenisation, batching, argmax, BIO repair,
-char offsets) is reused unchanged. ``load_fast`` compares both on probe queries at load and
+char offsets) is reused unchanged (a CRF model's learned transitions stay outside the graph: decoding adds
+them, read from the torch model). ``load_fast`` compares both on probe queries at load and
 keeps torch when any intent or tag differs (or onnxruntime is missing).
 
 The graph is written beside the weights (``<bundle>/model.onnx``) when the model is logged
@@ -141,6 +142,11 @@ class OrtJointModel(nn.Module):
         self._device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # next(parameters()) -> cpu
         # attributes nlu_model may read from the torch model (pooling, heads) stay available
         self.reference = [reference]     # a list: not registered as a submodule (no duplicate weights walk)
+
+    def crf_scores(self) -> Any:
+        """The reference model's CRF transitions (not part of the graph: decoding adds them)."""
+        reference = self.reference[0]
+        return reference.crf_scores() if reference is not None and hasattr(reference, "crf_scores") else None
 
     def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> dict[str, Any]:
         """Logits as numpy arrays: the caller's softmax and decoding then stay in numpy. A torch

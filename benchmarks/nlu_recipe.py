@@ -101,7 +101,8 @@ def _scalars(m: dict[str, Any]) -> dict[str, float]:
 def score(trained: nlu_model.TrainedNlu, examples: list[NluExample], batch: int) -> dict[str, dict]:
     out = {}
     before = trained.slot_decoder
-    for decoder in nlu_model.SLOT_DECODERS:
+    has_crf = getattr(trained.model, "crf", None) is not None    # "crf" decodes only a CRF model
+    for decoder in (d for d in nlu_model.SLOT_DECODERS if has_crf or d != nlu_model.CRF_DECODER):
         trained.slot_decoder = decoder
         out[decoder] = _scalars(nlu_model.evaluate(trained, examples, batch))
     trained.slot_decoder = before

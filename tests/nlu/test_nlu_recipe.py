@@ -23,7 +23,7 @@ def test_epochs_cuda_applies_on_cuda_only() -> None:
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("slot_decoder", "crf", "training.slot_decoder: expected viterbi or argmax"),
+    ("slot_decoder", "beam", "training.slot_decoder: expected viterbi, argmax or crf"),
     ("label_smoothing", 1.0, "training.label_smoothing: expected a fraction in [0, 1)"),
     ("layer_lr_decay", 0.0, "training.layer_lr_decay: expected a number in (0, 1]"),
     ("epochs_cuda", -1, "training.epochs_cuda: expected a non-negative integer"),

@@ -54,7 +54,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 def viterbi_bio(
     scores: np.ndarray, lengths: Sequence[int] | np.ndarray, labels: Sequence[str],
-    log_probs: bool = False,
+    log_probs: bool = False, transitions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[list[int]]:
     """Best valid BIO label ids per sequence.
 
@@ -62,6 +62,9 @@ def viterbi_bio(
     padded along W; ``lengths``: number of real words per row (0 gives ``[]``). Logits are
     turned into log-probabilities first so the path score is the sum of per-word log-probs,
     the quantity whose unconstrained maximum is the per-word argmax.
+
+    ``transitions``: a linear-chain CRF's learned ``(start [L], trans [from, to], end [L])``
+    scores, added to the path score (pytorch-crf's layout); the BIO constraints still apply.
     """
     scores = np.asarray(scores)
     if scores.ndim != 3 or scores.shape[-1] != len(labels):
@@ -77,7 +80,15 @@ def viterbi_bio(
     emit = np.maximum(finite if log_probs else _log_softmax(finite), NEG / 1e3)
     start_ok, trans_ok = allowed_transitions(labels)
     trans = np.where(trans_ok, 0.0, NEG)  # [L, L]
-    score = emit[:, 0] + np.where(start_ok, 0.0, NEG)  # [B, L]
+    start = np.where(start_ok, 0.0, NEG)
+    end = np.zeros(n_labels)
+    if transitions is not None:
+        learned = [np.asarray(t, dtype=np.float64) for t in transitions]
+        if [t.shape for t in learned] != [(n_labels,), (n_labels, n_labels), (n_labels,)]:
+            raise ValueError(f"transitions must be (start [{n_labels}], trans [{n_labels}, {n_labels}], "
+                             f"end [{n_labels}]), got {[t.shape for t in learned]}")
+        start, trans, end = start + learned[0], trans + learned[1], end + learned[2]
+    score = emit[:, 0] + start  # [B, L]
     back = np.zeros((n_batch, max(n_words - 1, 0), n_labels), dtype=np.int64)
     for t in range(1, n_words):
         cand = score[:, :, None] + trans[None]  # [B, from, to]
@@ -86,6 +97,7 @@ def viterbi_bio(
         live = (t < lengths)[:, None]  # rows already past their end keep their score
         score = np.where(live, new, score)
         back[:, t - 1] = best_prev
+    score = score + end
     out: list[list[int]] = []
     for b in range(n_batch):
         n = int(lengths[b])
