@@ -181,11 +181,12 @@ def main() -> int:
     import dataclasses
 
     graph = Path(model_dir) / "artifacts" / "bundle" / nlu_onnx.ONNX_FILE
-    one_session = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(graph, threads=1,
-                                                                                           batch_threads=1))
+    weights = fast_model._trained.model.reference[0]    # a CRF model's transitions are read from it
+    one_session = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(
+        graph, threads=1, batch_threads=1, reference=weights))
     paths["ONNX Runtime, 1 thread for batches too"] = lambda t: nlu_model.predict(one_session, t)
     two_single = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(
-        graph, threads=2, batch_threads=fast_model._trained.model.batch_threads))
+        graph, threads=2, batch_threads=fast_model._trained.model.batch_threads, reference=weights))
     paths["ONNX Runtime, 2 threads for single queries too"] = lambda t: nlu_model.predict(two_single, t)
     via_torch = dataclasses.replace(fast_model._trained, model=TorchLogits(fast_model._trained.model))
     paths["ONNX Runtime, logits decoded in torch (before)"] = lambda t: nlu_model.predict(via_torch, t)
@@ -207,7 +208,7 @@ def main() -> int:
 
         quantised = work / "model.int8.onnx"
         quantize_dynamic(str(graph), str(quantised), weight_type=QuantType.QInt8)
-        int8 = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(quantised))
+        int8 = dataclasses.replace(fast_model._trained, model=nlu_onnx.OrtJointModel(quantised, reference=weights))
         paths["ONNX Runtime int8 (not served)"] = lambda t: nlu_model.predict(int8, t)
 
     # identical answers on the whole test set (batch 64 and single queries)
