@@ -142,11 +142,12 @@ class OrtJointModel(nn.Module):
         self._device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # next(parameters()) -> cpu
         # attributes nlu_model may read from the torch model (pooling, heads) stay available
         self.reference = [reference]     # a list: not registered as a submodule (no duplicate weights walk)
+        # a served model's weights are fixed: copy a CRF's transitions out of torch once, not per query
+        self._crf_scores = reference.crf_scores() if hasattr(reference, "crf_scores") else None
 
     def crf_scores(self) -> Any:
         """The reference model's CRF transitions (not part of the graph: decoding adds them)."""
-        reference = self.reference[0]
-        return reference.crf_scores() if reference is not None and hasattr(reference, "crf_scores") else None
+        return self._crf_scores
 
     def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> dict[str, Any]:
         """Logits as numpy arrays: the caller's softmax and decoding then stay in numpy. A torch

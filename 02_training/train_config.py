@@ -83,8 +83,10 @@ def _check_nlu(params: Any, dev_fraction: Any) -> None:
     require(0 <= params.warmup_ratio <= 1, "training.warmup_ratio", "a fraction in [0, 1]", params.warmup_ratio)
     require(0 <= params.dropout < 1, "training.dropout", "a fraction in [0, 1)", params.dropout)
     require(params.pooling in ("mean", "cls"), "training.pooling", "mean or cls", params.pooling)
-    require(params.slot_decoder in ("viterbi", "argmax", "crf"), "training.slot_decoder",
-            "viterbi, argmax or crf", params.slot_decoder)
+    from nlu_model import SLOT_DECODERS     # importable: _nlu_params_schema put it on the path
+
+    require(params.slot_decoder in SLOT_DECODERS, "training.slot_decoder",
+            f"{', '.join(SLOT_DECODERS[:-1])} or {SLOT_DECODERS[-1]}", params.slot_decoder)
     require(0 <= params.label_smoothing < 1, "training.label_smoothing", "a fraction in [0, 1)",
             params.label_smoothing)
     require(0 < params.layer_lr_decay <= 1, "training.layer_lr_decay", "a number in (0, 1]",
