@@ -3,18 +3,16 @@
     gunicorn --pythonpath 04_deployment,. 'api.app:create_app()'     (serve.py does this)
 
 Every response carries X-Request-ID; every error is JSON with that id; every request is
-counted in /metrics and written to the structured access log (logger `api.access`).
+counted in /metrics and written to the structured access log (logger `api.access`), by
+the same RequestBook whether Flask or the prediction lane in front of it (fast_lane.py) answered.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
 import threading
 import time
 import tomllib
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -25,10 +23,12 @@ from werkzeug.exceptions import HTTPException
 from api import admin, routes
 from api.access_log import AccessLog
 from api.errors import ApiError, error_response
+from api.fast_lane import PredictionLane
 from api.jobs import JobStore
 from api.metrics import ApiMetrics
 from api.fleet import ModelFleet
 from api.settings import AppConfig, export_nlu_threads, load_app_config
+from api.request_book import RequestBook
 from api.validation import Limits, RequestError
 from utils.models.catalog import migrate_legacy_layout
 from utils.pipeline.paths import REPO_ROOT
@@ -36,10 +36,6 @@ from utils.monitoring.prediction_log import PredictionLog
 
 log = logging.getLogger("api")
 access_log = logging.getLogger("api.access")
-
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
 
 @dataclass
 class Services:
@@ -59,6 +55,10 @@ class Services:
     scoring_lock: threading.Lock = field(default_factory=threading.Lock)
     scoring_cache: dict[Any, Any] = field(default_factory=dict)
     access_log: AccessLog = field(default_factory=lambda: AccessLog(access_log))
+    book: RequestBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.book = RequestBook(self.metrics, self.access_log, self.config.settings.access_log)
 
     def close(self) -> None:
         if self.mirror is not None:
@@ -139,6 +139,8 @@ def create_app(config: DictConfig | Mapping[str, Any] | None = None,
     _register_errors(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(admin.bp)
+    if app_config.settings.fast_lane:       # POST .../prediction without Flask's request machinery
+        app.wsgi_app = PredictionLane(app.wsgi_app, services)   # type: ignore[method-assign]
     if services.mirror is not None:
         services.mirror.start()             # first poll now: serve the champion from the first request
     loaded = services.fleet.load_all()      # load now, not on the first request
@@ -149,34 +151,24 @@ def create_app(config: DictConfig | Mapping[str, Any] | None = None,
 
 
 def _register_hooks(app: Flask, services: Services) -> None:
-    settings = services.config.settings
-    # request ids: a random per-process prefix and a counter (no syscall per request)
-    id_prefix = uuid.uuid4().hex[:16]
-    id_counter = itertools.count(1)
-    pid = os.getpid()           # the app is built in the worker (no preload): this worker's pid
+    book = services.book
 
     @app.before_request
     def start() -> None:
         g.started = time.perf_counter()
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _REQUEST_ID_RE.match(given) else f"{id_prefix}{next(id_counter):08x}"
+        g.request_id = book.request_id(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def finish(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        method = request.method if request.method in _METHODS else "OTHER"
-        status = response.status_code
-        services.metrics.observe_request(route, method, status, elapsed)
-        if settings.access_log and services.access_log.enabled():   # written in batches (access_log.py)
-            services.access_log.add((
-                time.time(), g.get("request_id"), request.remote_addr, method, request.path[:200], route,
-                status, round(elapsed * 1000.0, 3), request.content_length, response.content_length,
-                g.get("model_version"), pid))
+        headers = response.headers
+        headers["X-Request-ID"] = g.get("request_id", "")
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers.setdefault("Cache-Control", "no-store")     # a route may set its own
+        headers.setdefault("X-Frame-Options", "DENY")
+        book.finish(request.url_rule.rule if request.url_rule is not None else "<unmatched>", request.method,
+                    response.status_code, elapsed, g.get("request_id"), request.remote_addr, request.path,
+                    request.content_length, response.content_length, g.get("model_version"))
         return response
 
 

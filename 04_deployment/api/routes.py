@@ -10,12 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import json_codec
 from api.auth import HEADER, check_api_key, require_api_key
 from api.errors import ApiError
 from api.model_service import ServedModel
-from api.validation import RequestError, forecast_request, parse_body, tabular_batch, text_batch
-from utils.monitoring.prediction_log import LoggedBatch
+from api.prediction import prediction_body
 
 bp = Blueprint("api", __name__)
 
@@ -174,9 +172,6 @@ def metrics() -> Response:
 
 
 # ---- prediction --------------------------------------------------------------------------
-_encode = json_codec.dumps
-
-
 def read_body() -> bytes:
     """The request body, 413 beyond api.max_body_bytes, also for chunked bodies (no length)."""
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -212,69 +207,7 @@ def _prediction(name: str | None) -> Any:
     model = serving_model(name)
     data = read_body()              # I/O: slow clients do not hold a compute slot
     with svc.compute_slots:         # CPU: api.prediction_concurrency at a time per worker
-        return _predict(svc, model, data)
-
-
-def _predict(svc: Any, model: ServedModel, data: bytes) -> Response:
-    """Parse, validate, predict, log: the CPU-bound part of POST /prediction."""
-    if model.task == "forecast":
-        return _predict_forecast(svc, model, data)
-    parsed = parse_body(data, request.mimetype, model.task)
-    expected = "records" if model.task == "tabular" else "texts"
-    if parsed.kind != expected:
-        example = '{"records": [{...}]}' if expected == "records" else '{"texts": ["..."]}'
-        raise RequestError(f'model {model.version} is a {model.task} model: send {example}',
-                           errors=[{"row": None, "field": parsed.kind, "message": f"expected {expected}"}])
-    started = time.perf_counter()
-    if model.task == "tabular":
-        batch = tabular_batch(parsed.items, model.spec, svc.limits, from_csv=parsed.source == "csv")
-        outputs = model.predict_batch(batch)
-        logged: dict[str, Any] = {"columns": model.spec.columns, "rows": batch.row_lists(), "ids": batch.ids}
-        answers = (outputs if batch.ids is None else
-                   [{"id": i, **o} if i is not None else o for i, o in zip(batch.ids, outputs)])
-        key = "label"
-    else:
-        texts = text_batch(parsed.items, svc.limits)
-        outputs = model.predict_texts(texts)
-        logged = {"texts": texts}
-        answers = outputs
-        key = "intent"
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    # encoded once, for the caller and for the log (what was returned is what is logged)
-    answers_json = _encode(answers)
-    if svc.prediction_log is not None and not svc.prediction_log.append(LoggedBatch(
-            time=time.time(), model_version=model.version, task=model.task, request_id=g.request_id,
-            input=logged, outputs=answers, latency_ms=latency_ms, input_json=_encode(logged),
-            output_json=answers_json)):
-        svc.metrics.log_dropped.inc()
-    svc.metrics.count_predictions(model.version, outputs, key)
-    body = (f'{{"model_version":{_encode(model.version)},"task":{_encode(model.task)},'
-            f'"request_id":{_encode(g.request_id)},"n":{len(answers)},"predictions":{answers_json}}}')
-    return Response(body, mimetype="application/json")
-
-
-def _predict_forecast(svc: Any, model: ServedModel, data: bytes) -> Response:
-    """Series ids (and optional future covariates) -> the horizon's daily forecasts per series."""
-    task = model.metadata.get("task_config") or {}
-    series = str(task.get("series_column") or "series_id")
-    max_horizon = int(task.get("horizon") or 28)
-    request_input, horizon = forecast_request(data, request.mimetype, svc.limits, series, max_horizon)
-    started = time.perf_counter()
-    try:
-        answers = model.predict_forecast(request_input, horizon)
-    except ValueError as exc:          # the pyfunc's contract: unknown ids, bad covariates
-        raise RequestError(str(exc)[:500]) from None
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    answers_json = _encode(answers)
-    logged = {"series": request_input if isinstance(request_input, dict) else {"records": request_input},
-              "horizon": horizon}
-    if svc.prediction_log is not None and not svc.prediction_log.append(LoggedBatch(
-            time=time.time(), model_version=model.version, task=model.task, request_id=g.request_id,
-            input=logged, outputs=answers, latency_ms=latency_ms, input_json=_encode(logged),
-            output_json=answers_json)):
-        svc.metrics.log_dropped.inc()
-    body = (f'{{"model_version":{_encode(model.version)},"task":"forecast","request_id":{_encode(g.request_id)},'
-            f'"horizon":{horizon},"n":{len(answers)},"predictions":{answers_json}}}')
+        body = prediction_body(svc, model, data, request.mimetype, g.request_id)
     return Response(body, mimetype="application/json")
 
 

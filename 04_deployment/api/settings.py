@@ -42,6 +42,7 @@ class ApiSettings:
     threads: int = 4                      # threads per worker (gthread only)
     prediction_concurrency: int = 1       # predictions computed at once per worker (GIL: more is slower)
     fast_path: bool = True                # tabular: numpy replay checked equal to scikit-learn (api/fast_tabular.py)
+    fast_lane: bool = True                # POST .../prediction answered by a WSGI lane in front of Flask (api/fast_lane.py)
     nlu_threads: int = 1                  # NLU (ONNX Runtime): intra-op threads per worker for calls of < 8 texts
     nlu_batch_threads: int | None = None  # ... for larger batches; None: every core the worker may use
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)

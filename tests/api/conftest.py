@@ -24,7 +24,9 @@ API_DIR = REPO_ROOT / "04_deployment"
 if str(API_DIR) not in sys.path:
     sys.path.insert(0, str(API_DIR))
 
+from utils.models.catalog import write_manifest  # noqa: E402
 from utils.models.model_store import ModelStore  # noqa: E402
+from utils.pipeline.paths import StatePaths  # noqa: E402
 from tests.fixtures.processes import free_port
 
 API_KEY = "test-key-0123456789abcdef0123456789"
@@ -89,6 +91,27 @@ def state(tmp_path: Path, template_state: Path) -> Path:
     target = tmp_path / "state"
     shutil.copytree(template_state, target, symlinks=True)
     return target
+
+
+NLU_TEST = [{"text": "hello Anna", "intent": "greet", "tags": ["O", "B-name"]},
+            {"text": "status of order", "intent": "status", "tags": ["O", "O", "O"]}]
+
+
+@pytest.fixture
+def two_models(state, model_dirs, tmp_path):
+    """state (attrition_model) + nlu_query_model deployed; manifests as main.py writes them."""
+    nlu_store = ModelStore(state / "models" / "nlu_query_model")
+    add_version(nlu_store, "nlu_query_model-v1", model_dirs["nlu"], task="nlu", score=0.8, metric="exact_match")
+    nlu_store.deploy("nlu_query_model-v1")
+    nlu_test = tmp_path / "nlu_test.jsonl"
+    nlu_test.write_text("".join(json.dumps(x) + "\n" for x in NLU_TEST))
+    paths = StatePaths.of(state)
+    write_manifest(paths, "attrition_model", {"task": "tabular", "primary_metric": "f1", "overrides": [],
+                                              "test_path": str(TEST_CSV), "schedule": {"retrain_every": "7d"}})
+    write_manifest(paths, "nlu_query_model", {
+        "task": "nlu", "primary_metric": "exact_match", "overrides": ["task=nlu"], "test_path": str(nlu_test),
+        "task_config": {"name": "nlu", "model_name": "nlu_query_model", "primary_metric": "exact_match"}})
+    return state
 
 
 @pytest.fixture

@@ -16,27 +16,6 @@ from utils.models.model_store import ModelStore
 from utils.pipeline.paths import StatePaths
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
-NLU_TEST = [{"text": "hello Anna", "intent": "greet", "tags": ["O", "B-name"]},
-            {"text": "status of order", "intent": "status", "tags": ["O", "O", "O"]}]
-
-
-@pytest.fixture
-def two_models(state, model_dirs, tmp_path):
-    """state (attrition_model) + nlu_query_model deployed; manifests as main.py writes them."""
-    nlu_store = ModelStore(state / "models" / "nlu_query_model")
-    add_version(nlu_store, "nlu_query_model-v1", model_dirs["nlu"], task="nlu", score=0.8, metric="exact_match")
-    nlu_store.deploy("nlu_query_model-v1")
-    nlu_test = tmp_path / "nlu_test.jsonl"
-    nlu_test.write_text("".join(json.dumps(x) + "\n" for x in NLU_TEST))
-    paths = StatePaths.of(state)
-    write_manifest(paths, "attrition_model", {"task": "tabular", "primary_metric": "f1", "overrides": [],
-                                              "test_path": str(TEST_CSV), "schedule": {"retrain_every": "7d"}})
-    write_manifest(paths, "nlu_query_model", {
-        "task": "nlu", "primary_metric": "exact_match", "overrides": ["task=nlu"], "test_path": str(nlu_test),
-        "task_config": {"name": "nlu", "model_name": "nlu_query_model", "primary_metric": "exact_match"}})
-    return state
-
-
 def test_models_lists_every_model_with_its_facts(make_app, two_models):
     client = make_app(two_models).test_client()
     body = client.get("/models").get_json()
