@@ -13,7 +13,6 @@ import pytest
 from filelock import FileLock
 
 from tests.api.conftest import auth
-from tests.api.test_many_models import two_models  # noqa: F401 - the fixture
 from utils.models.catalog import read_control, read_monitoring
 from utils.models.model_store import ModelStore
 from utils.pipeline.paths import StatePaths
