@@ -14,6 +14,7 @@ installed, otherwise a Python thread client (slower: it competes with the server
     python benchmarks/api_throughput.py --two-models           # also our API with a second model loaded
     python benchmarks/api_throughput.py --with-empty --with-bare  # the ceiling: a handler with no model
     python benchmarks/api_throughput.py --with-empty --rate 400   # p99 at 400 req/s offered, not at saturation
+    python benchmarks/api_throughput.py --rate 400 --hold-log-lock 2 --mlflow-workers  # predictions.db locked 2 s
 
 Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
 servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
@@ -156,6 +157,7 @@ def run_hey(url: str, body: Path, requests_n: int, duration_s: float, concurrenc
         errors += sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", tail, flags=re.M))
     return {"rps": grab(r"Requests/sec:\s+([\d.]+)"), "p50_ms": (grab(r"50%+ in ([\d.]+) secs") or 0) * 1000,
             "p99_ms": (grab(r"99%+ in ([\d.]+) secs") or 0) * 1000, "requests": sum(codes.values()),
+            "max_ms": (grab(r"Slowest:\s+([\d.]+) secs") or 0) * 1000,
             "errors": errors, "tool": "hey"}
 
 
@@ -205,7 +207,7 @@ def run_python(url: str, body: Path, requests_n: int, duration_s: float, concurr
     lat = sorted(latencies)
     return {"rps": len(lat) / elapsed, "p50_ms": statistics.median(lat) * 1000,
             "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, "requests": len(lat),
-            "errors": errors[0], "tool": "python"}
+            "max_ms": lat[-1] * 1000 if lat else 0.0, "errors": errors[0], "tool": "python"}
 
 
 def server_cpu_s(proc: subprocess.Popen) -> float:
@@ -232,9 +234,31 @@ def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen)
     runner(url, body, min(200, args.requests), 10, args.concurrency)     # warm-up, not measured
     cpu0 = server_cpu_s(proc)
     paced = {"rate": args.rate} if args.rate else {}
+    holder = None
+    if args.hold_log_lock:
+        holder = threading.Thread(target=hold_write_lock, args=(args.state / "predictions.db", args.duration_s / 3,
+                                                                args.hold_log_lock))
+        holder.start()
     result = runner(url, body, args.requests, args.duration_s, args.concurrency, **paced)
+    if holder is not None:
+        holder.join()
     result["server_cpu_ms_per_request"] = (server_cpu_s(proc) - cpu0) * 1000 / max(1, result["requests"])
     return result
+
+
+def hold_write_lock(db: Path, after_s: float, hold_s: float) -> None:
+    """What an operator's `sqlite3 predictions.db` in a transaction, or a long prune, does to
+    the API's prediction-log writers: another process holds the write lock for ``hold_s``."""
+    import sqlite3
+
+    time.sleep(after_s)
+    conn = sqlite3.connect(str(db), timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        time.sleep(hold_s)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 # ---- servers -----------------------------------------------------------------------------
@@ -332,12 +356,16 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="offer this many requests/s in all instead of as many as the server takes "
                              "(hey -q): the latency at a given load, not at saturation (needs hey)")
+    parser.add_argument("--hold-log-lock", type=float, default=0.0, metavar="S",
+                        help="during each measurement another process holds predictions.db's write lock "
+                             "for S seconds (from a third of --duration-s): do the workers stall with it?")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.rate and (args.python_client or not shutil.which("hey")):
         parser.error("--rate needs hey (Debian package hey) and no --python-client")
 
     state = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    args.state = state
     servers: list[tuple[str, str, str, subprocess.Popen]] = []    # (label, kind, url, process)
     try:
         model_dir, records = build_model(state)
@@ -403,7 +431,7 @@ def main() -> int:
     results = []
     for (label, name), measured in runs.items():
         med = {k: statistics.median(m[k] for m in measured)
-               for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request")}
+               for k in ("rps", "p50_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")}
         results.append({"server": label, "payload": name, **med,
                         "rps_range": [min(m["rps"] for m in measured), max(m["rps"] for m in measured)],
                         "requests": sum(m["requests"] for m in measured),
@@ -417,14 +445,14 @@ def main() -> int:
     bare = {r["payload"]: r["rps"] for r in results if r["server"].startswith("bare")}
     empty = {r["payload"]: r["rps"] for r in results if r["server"].startswith("empty")}
     print(f"{'server':44} {'payload':9} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'errors':>6} {'x mlflow':>8} {'x bare':>6} {'x empty':>7} {'CPU ms/req':>10}")
+          f"{'max ms':>7} {'errors':>6} {'x mlflow':>8} {'x bare':>6} {'x empty':>7} {'CPU ms/req':>10}")
     for r in sorted(results, key=lambda r: (r["payload"] != "single", r["server"])):
         ratio = r["rps"] / base[r["payload"]] if base.get(r["payload"]) else float("nan")
         spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}"
         to_bare = r["rps"] / bare[r["payload"]] if bare.get(r["payload"]) else float("nan")
         to_empty = r["rps"] / empty[r["payload"]] if empty.get(r["payload"]) else float("nan")
         print(f"{r['server']:44} {r['payload']:9} {r['rps']:7.0f} {spread:>13} {r['p50_ms']:7.2f} "
-              f"{r['p99_ms']:7.2f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {to_empty:7.2f} "
+              f"{r['p99_ms']:7.2f} {r['max_ms']:7.0f} {r['errors']:6d} {ratio:8.2f} {to_bare:6.2f} {to_empty:7.2f} "
               f"{r['server_cpu_ms_per_request']:10.2f}")
     if args.json:
         args.json.write_text(json.dumps({"concurrency": args.concurrency, "rate": args.rate, "cpus": os.cpu_count(),

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utils.monitoring.off_loop import run_off_loop
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -190,14 +192,14 @@ class PredictionLog:
                 while self._pending:
                     batches.append(self._pending.popleft())
                 if batches:
-                    self._write(conn, batches)
+                    run_off_loop(self._write, conn, batches)   # not on a gevent worker's loop
             except Exception as exc:   # keep serving; the log is best effort
                 log.error("prediction log %s: write failed, %d request(s) lost: %s",
                           self.db_path, len(batches), exc)
             finally:
                 self._in_flight = 0
             if time.monotonic() - last_prune > _PRUNE_EVERY_S:
-                last_prune = self._prune(conn)
+                last_prune = run_off_loop(self._prune, conn)
             if self._stop and not self._pending:
                 break
         conn.close()
