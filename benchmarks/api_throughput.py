@@ -15,6 +15,7 @@ installed, otherwise a Python thread client (slower: it competes with the server
     python benchmarks/api_throughput.py --with-empty --with-bare  # the ceiling: a handler with no model
     python benchmarks/api_throughput.py --with-empty --rate 400   # p99 at 400 req/s offered, not at saturation
     python benchmarks/api_throughput.py --rate 400 --hold-log-lock 2 --mlflow-workers  # predictions.db locked 2 s
+    python benchmarks/api_throughput.py --rate 400 --redeploy-every 2 --mlflow-workers # a new model every 2 s
 
 Prints one table: requests/s, p50 and p99 latency (ms), errors, the ratio to mlflow, and the
 servers' CPU time per request (all their processes): on a shared machine the wall-clock numbers
@@ -228,7 +229,8 @@ def server_cpu_s(proc: subprocess.Popen) -> float:
     return total
 
 
-def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, Any]:
+def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen,
+         follows_store: bool = False) -> dict[str, Any]:
     """Warm up, then measure; also the server's CPU time per request (robust to other load)."""
     runner = run_hey if shutil.which("hey") and not args.python_client else run_python
     runner(url, body, min(200, args.requests), 10, args.concurrency)     # warm-up, not measured
@@ -239,9 +241,14 @@ def load(url: str, body: Path, args: argparse.Namespace, proc: subprocess.Popen)
         holder = threading.Thread(target=hold_write_lock, args=(args.state / "predictions.db", args.duration_s / 3,
                                                                 args.hold_log_lock))
         holder.start()
+    deployer = None
+    if args.redeploy_every and follows_store:
+        deployer = threading.Thread(target=keep_deploying, args=(args.state, args.duration_s, args.redeploy_every))
+        deployer.start()
     result = runner(url, body, args.requests, args.duration_s, args.concurrency, **paced)
-    if holder is not None:
-        holder.join()
+    for thread in (holder, deployer):
+        if thread is not None:
+            thread.join()
     result["server_cpu_ms_per_request"] = (server_cpu_s(proc) - cpu0) * 1000 / max(1, result["requests"])
     return result
 
@@ -259,6 +266,21 @@ def hold_write_lock(db: Path, after_s: float, hold_s: float) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def keep_deploying(state: Path, duration_s: float, every_s: float) -> None:
+    """What a cron tick that retrains often does to the API: a new version of the served
+    model goes into production every ``every_s`` (each a load no worker has cached)."""
+    store = ModelStore(state / "models" / "attrition_model")
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() + every_s < deadline:
+        time.sleep(every_s)
+        number = max(int(v.rsplit("-v", 1)[1]) for v in store.list_versions()) + 1
+        version = f"attrition_model-v{number}"
+        store.add_version(version, state / "saved", {"model_name": "attrition_model", "registry_version": number,
+                                                     "task": "tabular"})
+        store.write_score(version, {"f1": 0.5}, "f1")
+        store.deploy(version, reason="benchmark --redeploy-every")
 
 
 # ---- servers -----------------------------------------------------------------------------
@@ -359,6 +381,9 @@ def main() -> int:
     parser.add_argument("--hold-log-lock", type=float, default=0.0, metavar="S",
                         help="during each measurement another process holds predictions.db's write lock "
                              "for S seconds (from a third of --duration-s): do the workers stall with it?")
+    parser.add_argument("--redeploy-every", type=float, default=0.0, metavar="S",
+                        help="deploy a new version of the model every S seconds while our servers are "
+                             "measured (each worker loads it while answering; see the max ms column)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.rate and (args.python_client or not shutil.which("hey")):
@@ -417,7 +442,8 @@ def main() -> int:
                     path = {"mlflow": "/invocations", "ours": "/models/attrition_model/prediction"}.get(
                         kind, "/prediction")
                     body = bodies[("mlflow" if kind == "mlflow" else "ours", name)]
-                    runs.setdefault((label, name), []).append(load(f"{url}{path}", body, args, proc))
+                    runs.setdefault((label, name), []).append(load(f"{url}{path}", body, args, proc,
+                                                                   follows_store=kind == "ours"))
     finally:
         for *_, proc in servers:
             stop(proc)
@@ -439,6 +465,8 @@ def main() -> int:
                         "rounds": measured})
     base = {r["payload"]: r["rps"] for r in results if r["server"].startswith("mlflow") and "--workers 1)" in r["server"]}
     offered = f", {args.rate:g} requests/s offered" if args.rate else ""
+    if args.redeploy_every:
+        offered += f", a new version deployed every {args.redeploy_every:g} s while ours are measured"
     print(f"\nPOST /prediction: {args.concurrency} concurrent clients{offered}, {os.cpu_count()} CPUs, load tool "
           f"{results[0]['tool']}, medians of {args.rounds} interleaved rounds of <= {args.requests} requests; "
           f"{logged} predictions in our log afterwards\n")

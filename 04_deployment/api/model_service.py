@@ -3,7 +3,9 @@
 Hot reload without a restart and without a failed request: each worker looks at the link
 (one readlink, microseconds) at most every `api.reload_check_ms`; when it points elsewhere,
 the request that noticed loads the new version while concurrent requests keep using the old
-one, then the reference is swapped. A request holds its own reference for its whole life,
+one, then the reference is swapped. Under gevent workers a reload runs in a real thread
+(`run_off_loop`): a NLU model takes over a second to load, and on the loop it would stop every
+other request of that worker for as long. A request holds its own reference for its whole life,
 so the answer and the reported version always match. A version that fails to load is
 logged and retried later; the old model keeps serving.
 """
@@ -17,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from api.validation import TabularSpec
 from utils.models.model_store import ModelStore
+from utils.monitoring.off_loop import run_off_loop
 
 log = logging.getLogger("api.model")
 
@@ -415,8 +418,12 @@ class ModelHolder:
                 return
             version = Path(target).name
             try:
-                model = load_served_model(self.store, version, self.task_config, use_cache=not force,
-                                          fast_path=self.fast_path)
+                load = partial(load_served_model, self.store, version, self.task_config,
+                               use_cache=not force, fast_path=self.fast_path)
+                # A reload runs off a gevent worker's loop, so its other requests keep the old model
+                # meanwhile. The first load stays on the loop: it imports MLflow, whose import runs a
+                # subprocess (platform.processor), and gevent can only watch children from its loop.
+                model = load() if self._current is None else run_off_loop(load)
             except ModelLoadError as exc:
                 self._failed[target] = (time.monotonic(), str(exc))
                 self.last_error = str(exc)

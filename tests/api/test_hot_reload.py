@@ -174,3 +174,67 @@ def test_a_load_freezes_the_heap_and_frees_what_an_earlier_freeze_held(state):
         assert alive() is None and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+GEVENT_RELOAD_PROBE = r"""
+import json, sys
+from gevent import monkey
+monkey.patch_all()
+import gevent, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/04_deployment"]
+from pathlib import Path
+import api.model_service as model_service
+from utils.models.model_store import ModelStore
+
+native_sleep = monkey.get_original("time", "sleep")
+real_load = model_service.load_served_model
+
+def slow_load(*args, **kwargs):     # a model that takes 0.5 s to load, in native time
+    native_sleep(0.5)
+    return real_load(*args, **kwargs)
+
+model_service.load_served_model = slow_load
+store = ModelStore(Path(sys.argv[2]))
+holder = model_service.ModelHolder(store)
+first = holder.current().version
+store.deploy("attrition_model-v2")
+served = []                          # (time, version) another request of this worker got
+
+def other_requests():
+    gevent.sleep(0.05)               # after the request below has noticed the deploy
+    while len(served) < 2000:
+        served.append((time.monotonic(), holder.current().version))
+        gevent.sleep(0.01)
+
+g = gevent.spawn(other_requests)
+started = time.monotonic()
+noticed = holder.current().version   # this request notices the new link and loads it
+ended = time.monotonic()
+gevent.sleep(0.1)
+g.kill()
+during = [v for t, v in served if started < t < ended]
+print(json.dumps({"first": first, "noticed": noticed, "load_s": ended - started,
+                  "during": sorted(set(during)), "n_during": len(during), "last": served[-1][1]}))
+"""
+
+
+def test_a_reload_under_gevent_keeps_the_worker_serving_the_old_model(state):
+    """Under gevent (gunicorn's workers) the request that notices a deploy loads the new model
+    in a real thread: the worker's other requests go on, answered by the old model, during the
+    whole load, and get the new one after it."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    out = subprocess.run([sys.executable, "-c", GEVENT_RELOAD_PROBE, str(REPO_ROOT),
+                          str(state / "models" / "attrition_model")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (result["first"], result["noticed"]) == ("attrition_model-v1", "attrition_model-v2")
+    assert result["load_s"] >= 0.5
+    assert result["n_during"] >= 10          # ~50 at 10 ms: the loop was not blocked by the load
+    assert result["during"] == ["attrition_model-v1"]
+    assert result["last"] == "attrition_model-v2"
