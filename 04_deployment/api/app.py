@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from api import admin, routes
 from api.access_log import AccessLog
 from api.errors import ApiError, error_response
-from api.fast_lane import PredictionLane
+from api.fast_lane import HANDED_OVER, PredictionLane
 from api.jobs import JobStore
 from api.metrics import ApiMetrics
 from api.fleet import ModelFleet
@@ -155,8 +155,12 @@ def _register_hooks(app: Flask, services: Services) -> None:
 
     @app.before_request
     def start() -> None:
-        g.started = time.perf_counter()
-        g.request_id = book.request_id(request.headers.get("X-Request-ID", ""))
+        lane = request.environ.get(HANDED_OVER)     # a request the prediction lane gave up on
+        if lane is not None:
+            g.started, g.request_id = lane
+        else:
+            g.started = time.perf_counter()
+            g.request_id = book.request_id(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def finish(response: Response) -> Response:

@@ -12,8 +12,8 @@ prediction log are the ones Flask would have produced.
 It answers only what succeeds. Anything else (an error of any kind, a body without a length
 or over the limit, a query string or model name it does not read exactly as werkzeug would,
 no model to serve) goes to Flask, with the body already read handed over, and Flask answers
-as it always did: one implementation of every error. A request that fails is therefore parsed
-twice; a valid one never is. `api.fast_lane=false` turns the lane off.
+as it always did: one implementation of every error, under the request id and start time the
+lane gave it. A request that fails is therefore parsed twice; a valid one never is. `api.fast_lane=false` turns the lane off.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from api.request_book import SECURITY_HEADERS
 
 
 ROUTE = "/prediction"
+HANDED_OVER = "mlops.lane"     # environ key: (perf_counter start, request id) of a request the lane gave up
 MODEL_ROUTE = "/models/<name>/prediction"
 _MODEL_PATH = re.compile(r"^/models/([A-Za-z0-9._-]+)/prediction$")   # other names: Flask decodes them
 
@@ -66,6 +67,7 @@ class PredictionLane:
             return self._to_flask(environ, start_response, data)
         svc = self.services
         request_id = self.book.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        environ[HANDED_OVER] = (started, request_id)   # if Flask answers: the same id and clock
         try:
             if not name and query:
                 name = next((v for k, v in parse_qsl(query, keep_blank_values=True) if k == "model"), None)

@@ -164,3 +164,18 @@ def test_the_lane_is_off_when_configured(both: tuple[Recorder, Recorder, Path, P
 
     assert isinstance(lane.app.wsgi_app, PredictionLane)
     assert not isinstance(plain.app.wsgi_app, PredictionLane)
+
+
+def test_a_request_handed_to_flask_keeps_the_lane_s_request_id(both: tuple[Recorder, Recorder, Path, Path]) -> None:
+    """Without the caller's X-Request-ID the ids run on one counter per worker: a request the
+    lane gave up on keeps the id it was given, so the next one follows it as without the lane."""
+    lane, plain, _, _ = both
+    suffixes = []
+    for recorder in (lane, plain):
+        answers = [recorder.client.post(TAB, json={"records": [record]})
+                   for record in (RECORD, {"corporation": "x1"}, RECORD)]
+        assert [a.status_code for a in answers] == [200, 400, 200]
+        ids = [a.headers["X-Request-ID"] for a in answers]
+        assert len({i[:16] for i in ids}) == 1                 # one worker's prefix
+        suffixes.append([int(i[16:], 16) - int(ids[0][16:], 16) for i in ids])
+    assert suffixes[0] == suffixes[1] == [0, 1, 2]
