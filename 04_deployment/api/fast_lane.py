@@ -13,7 +13,8 @@ It answers only what succeeds. Anything else (an error of any kind, a body witho
 or over the limit, a query string or model name it does not read exactly as werkzeug would,
 no model to serve) goes to Flask, with the body already read handed over, and Flask answers
 as it always did: one implementation of every error, under the request id and start time the
-lane gave it. A request that fails is therefore parsed twice; a valid one never is. `api.fast_lane=false` turns the lane off.
+lane gave it. A request that fails is therefore parsed twice; a valid one never is.
+`api.fast_lane=false` turns the lane off.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from api.request_book import SECURITY_HEADERS
 
 
 ROUTE = "/prediction"
-HANDED_OVER = "mlops.lane"     # environ key: (perf_counter start, request id) of a request the lane gave up
 MODEL_ROUTE = "/models/<name>/prediction"
+HANDED_OVER = "mlops.lane"     # environ key: (perf_counter start, request id) of a request the lane gave up
 _MODEL_PATH = re.compile(r"^/models/([A-Za-z0-9._-]+)/prediction$")   # other names: Flask decodes them
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
