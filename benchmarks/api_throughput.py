@@ -43,7 +43,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.models.model_store import ModelStore  # noqa: E402
+from utils.models.model_store import ModelStore, parse_version_id, version_id  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -73,23 +73,25 @@ def build_model(state: Path) -> tuple[Path, list[dict[str, float]]]:
 
     mlflow.sklearn.save_model(model, str(tmp), signature=infer_signature(x, model.predict(x)),
                               pip_requirements=[f"scikit-learn=={sklearn.__version__}"])  # no import scan
-    store = ModelStore(state / "models" / "attrition_model")
-    version = "attrition_model-v1"
-    store.add_version(version, tmp, {"model_name": "attrition_model", "registry_version": 1, "task": "tabular"})
-    store.write_score(version, {"f1": 0.5}, "f1")
-    store.deploy(version, reason="benchmark")
+    store = deploy_saved(state / "models", "attrition_model", 1, tmp, "benchmark")
     records = [dict(zip(features, map(float, row))) for row in x.head(100).itertuples(index=False)]
-    return store.model_dir(version), records
+    return store.model_dir(version_id("attrition_model", 1)), records
+
+
+def deploy_saved(models: Path, name: str, number: int, saved: Path, reason: str) -> ModelStore:
+    """Version ``number`` of model ``name`` from the saved MLflow model folder, in production."""
+    store = ModelStore(models / name)
+    version = version_id(name, number)
+    store.add_version(version, saved, {"model_name": name, "registry_version": number, "task": "tabular"})
+    store.write_score(version, {"f1": 0.5}, "f1")
+    store.deploy(version, reason=reason)
+    return store
 
 
 def add_second_model(state: Path, second: Path) -> None:
     """A state dir serving the benchmark model and a second, independent model beside it."""
     shutil.copytree(state / "models" / "attrition_model", second / "models" / "attrition_model", symlinks=True)
-    store = ModelStore(second / "models" / "second_model")
-    store.add_version("second_model-v1", state / "saved", {"model_name": "second_model", "registry_version": 1,
-                                                           "task": "tabular"})
-    store.write_score("second_model-v1", {"f1": 0.5}, "f1")
-    store.deploy("second_model-v1", reason="benchmark")
+    deploy_saved(second / "models", "second_model", 1, state / "saved", "benchmark")
 
 
 def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
@@ -275,12 +277,8 @@ def keep_deploying(state: Path, duration_s: float, every_s: float) -> None:
     deadline = time.monotonic() + duration_s
     while time.monotonic() + every_s < deadline:
         time.sleep(every_s)
-        number = max(int(v.rsplit("-v", 1)[1]) for v in store.list_versions()) + 1
-        version = f"attrition_model-v{number}"
-        store.add_version(version, state / "saved", {"model_name": "attrition_model", "registry_version": number,
-                                                     "task": "tabular"})
-        store.write_score(version, {"f1": 0.5}, "f1")
-        store.deploy(version, reason="benchmark --redeploy-every")
+        number = max(parse_version_id(v)[1] for v in store.list_versions()) + 1
+        deploy_saved(state / "models", "attrition_model", number, state / "saved", "benchmark --redeploy-every")
 
 
 # ---- servers -----------------------------------------------------------------------------

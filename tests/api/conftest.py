@@ -199,5 +199,14 @@ def live_server(state: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
+def run_probe(script: str, *args: str, timeout: int = 300) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter (``sys.argv[1:]`` = ``args``); the JSON object on
+    its last line of output. For what needs its own process, e.g. a gevent monkey-patch."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

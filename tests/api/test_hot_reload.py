@@ -6,7 +6,7 @@ import threading
 import pandas as pd
 import pytest
 
-from tests.api.conftest import FEATURES, RECORD, add_version, auth
+from tests.api.conftest import FEATURES, RECORD, add_version, auth, run_probe
 from utils.models.model_store import ModelStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
@@ -222,17 +222,9 @@ def test_a_reload_under_gevent_keeps_the_worker_serving_the_old_model(state):
     """Under gevent (gunicorn's workers) the request that notices a deploy loads the new model
     in a real thread: the worker's other requests go on, answered by the old model, during the
     whole load, and get the new one after it."""
-    import json
-    import subprocess
-    import sys
-
     from tests.conftest import REPO_ROOT
 
-    out = subprocess.run([sys.executable, "-c", GEVENT_RELOAD_PROBE, str(REPO_ROOT),
-                          str(state / "models" / "attrition_model")],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_probe(GEVENT_RELOAD_PROBE, str(REPO_ROOT), str(state / "models" / "attrition_model"))
     assert (result["first"], result["noticed"]) == ("attrition_model-v1", "attrition_model-v2")
     assert result["load_s"] >= 0.5
     assert result["n_during"] >= 10          # ~50 at 10 ms: the loop was not blocked by the load

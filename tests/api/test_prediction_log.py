@@ -1,7 +1,6 @@
 """utils/monitoring/prediction_log.py: append, read back per prediction, retention, concurrency, drops."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -146,15 +145,10 @@ print(json.dumps({"loop": loop_thread, "worker": worker_thread, "ticks": during,
 def test_log_writes_run_off_a_gevent_loop(tmp_path):
     """Under gevent (gunicorn's workers) the blocking SQLite work runs in a real thread: the
     loop keeps ticking through a 0.3 s blocking call, and the log still commits."""
-    import subprocess
-    import sys
-
+    from tests.api.conftest import run_probe
     from tests.conftest import REPO_ROOT
 
-    out = subprocess.run([sys.executable, "-c", GEVENT_PROBE, str(REPO_ROOT), str(tmp_path / "p.db")],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_probe(GEVENT_PROBE, str(REPO_ROOT), str(tmp_path / "p.db"), timeout=120)
     assert result["worker"] != result["loop"]
     assert result["ticks"] >= 10            # ~30 at 10 ms: the loop was not blocked
     assert result["flushed"] and result["rows"] == 1
