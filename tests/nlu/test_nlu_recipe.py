@@ -71,3 +71,38 @@ def test_recipe_script_scores_both_decoders(tmp_path: Path, tiny_encoder: str, g
                     "--score-bundle", str(tmp_path / "bundle")], check=True, capture_output=True, timeout=300)
     scored = json.loads(results.read_text().splitlines()[-1])
     assert scored["n_test"] == 10 and set(scored["test"]) == {"viterbi", "argmax"}
+
+
+def _recipe_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nlu_recipe_bench", REPO / "benchmarks" / "nlu_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(sets: list[str], em: float, f1: float = 95.0, data: str = "/tmp/snips") -> dict:
+    dev = {"intent_accuracy": 98.0, "slot_f1": f1, "exact_match": em}
+    return {"name": "x", "data": data, "set": sets, "epochs_run": 6, "best_epoch": 6,
+            "dev": {"viterbi": dev, "argmax": {**dev, "exact_match": 0.0}}}
+
+
+def test_seed_means_group_runs_of_one_recipe_whatever_their_seed_and_spelling(tmp_path: Path) -> None:
+    recipe = _recipe_module()
+    results = tmp_path / "results.jsonl"
+    records = [
+        _run(["lr=2e-4", "lr=3e-4", "layer_lr_decay=0.85", "progress_every_s=300"], 91.0, 96.0),
+        _run(["layer_lr_decay=0.85", "lr=0.0003", "seed=43", "slot_decoder=viterbi"], 89.0, 95.0),
+        _run(["layer_lr_decay=0.85", "lr=3e-4", "dropout=0.2"], 80.0),          # another recipe
+        _run(["layer_lr_decay=0.85", "lr=3e-4"], 70.0, data="default"),        # another data set
+        {"name": "scored", "data": "/tmp/snips", "dev": {"viterbi": {"exact_match": 1.0}}},  # --score-bundle
+    ]
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert recipe.recipe_key(["lr=2e-4", "lr=3e-4", "seed=7", "slot_decoder=viterbi"]) == (("lr", "0.0003"),)
+    assert recipe.recipe_key(["slot_context=sentence"]) == (("slot_context", "sentence"),)  # a removed setting
+    rows = recipe.seed_means_table(str(results)).splitlines()[2:]
+    assert len(rows) == 3
+    first = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert first == ["snips", "layer_lr_decay=0.85 lr=0.0003", "42, 43", "98.00", "95.50", "90.00", "89.00-91.00"]
+    assert "dropout=0.2" in rows[1] and rows[2].startswith("| default |")
