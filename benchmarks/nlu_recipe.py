@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--results", default=str(REPO_ROOT / "benchmarks" / "results" / "nlu_recipe.jsonl"))
     args = parser.parse_args(argv)
+    if (args.table or args.seed_means) and not Path(args.results).is_file():
+        raise SystemExit(f"{args.results}: no results file (train a recipe first, or pass --results)")
     if args.table:
         print(markdown_table(args.results))
         return 0
@@ -228,8 +230,8 @@ def seed_means_table(path: str, decoder: str = "viterbi") -> str:
             continue      # a --score-bundle record: the run it scored is already counted
         key = (Path(r["data"]).name, r.get("train_subset"), r.get("subset_seed"), recipe_key(r.get("set", [])))
         groups.setdefault(key, []).append(r)
-    rows = [f"| data | settings (besides defaults and seed) | seeds | intent acc | slot F1 | exact match | "
-            f"exact match min-max |", "|---|---|---|---|---|---|---|"]
+    rows = ["| data | settings (besides defaults and seed) | seeds | intent acc | slot F1 | exact match | "
+            "exact match min-max |", "|---|---|---|---|---|---|---|"]
     for (data, subset, subset_seed, key), runs in groups.items():
         dev = [r["dev"][decoder] for r in runs]
         mean = {k: sum(m[k] for m in dev) / len(dev) for k in ("intent_accuracy", "slot_f1", "exact_match")}

@@ -106,3 +106,12 @@ def test_seed_means_group_runs_of_one_recipe_whatever_their_seed_and_spelling(tm
     first = [c.strip() for c in rows[0].strip("|").split("|")]
     assert first == ["snips", "layer_lr_decay=0.85 lr=0.0003", "42, 43", "98.00", "95.50", "90.00", "89.00-91.00"]
     assert "dropout=0.2" in rows[1] and rows[2].startswith("| default |")
+
+
+def test_tables_of_a_missing_results_file_end_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "none.jsonl"
+    for flag in ("--table", "--seed-means"):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nlu_recipe.py"), flag,
+                               "--results", str(missing)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1
+        assert done.stderr.strip() == f"{missing}: no results file (train a recipe first, or pass --results)"
