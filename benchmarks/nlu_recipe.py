@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(seed_means_table(args.results))
         return 0
     if not args.name:
-        parser.error("--name is required unless --table")
+        parser.error("--name is required unless --table or --seed-means")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     import torch
 
@@ -173,14 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def read_results(path: str) -> list[dict[str, Any]]:
+    """The records of a --results file, one per line, in the order they were run."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def data_label(record: dict[str, Any]) -> str:
+    """The data a run trained on, as the tables name it (with its train subset, if any)."""
+    subset = record.get("train_subset")
+    return Path(record["data"]).name + (f" (train subset {subset}, seed {record['subset_seed']})" if subset else "")
+
+
 def markdown_table(path: str) -> str:
     """One row per (run, split, decoder): intent accuracy, slot F1, exact match, wall time."""
     rows = ["| data | recipe | settings | split | decoder | intent acc | slot F1 | exact match | epochs (best) | train wall s |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        data = Path(r["data"]).name + (f" (train subset {r['train_subset']}, seed {r['subset_seed']})"
-                                       if r.get("train_subset") else "")
+    for r in read_results(path):
+        data = data_label(r)
         epochs = f"{r['epochs_run']} ({r['best_epoch']})" if "epochs_run" in r else "-"
         for split in ("dev", "test"):
             for decoder, m in r.get(split, {}).items():
@@ -224,20 +233,17 @@ def seed_means_table(path: str, decoder: str = "viterbi") -> str:
     """Dev metrics (``decoder``) of every trained recipe averaged over its seeds, with the
     exact-match range: recipes are compared on their means, not on one lucky seed."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
+    for r in read_results(path):
         if "epochs_run" not in r or decoder not in r.get("dev", {}):
             continue      # a --score-bundle record: the run it scored is already counted
-        key = (Path(r["data"]).name, r.get("train_subset"), r.get("subset_seed"), recipe_key(r.get("set", [])))
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((data_label(r), recipe_key(r.get("set", []))), []).append(r)
     rows = ["| data | settings (besides defaults and seed) | seeds | intent acc | slot F1 | exact match | "
             "exact match min-max |", "|---|---|---|---|---|---|---|"]
-    for (data, subset, subset_seed, key), runs in groups.items():
+    for (data, key), runs in groups.items():
         dev = [r["dev"][decoder] for r in runs]
         mean = {k: sum(m[k] for m in dev) / len(dev) for k in ("intent_accuracy", "slot_f1", "exact_match")}
         ems = [m["exact_match"] for m in dev]
-        name = data + (f" (train subset {subset}, seed {subset_seed})" if subset else "")
-        rows.append(f"| {name} | {' '.join(f'{k}={v}' for k, v in key) or '-'} | "
+        rows.append(f"| {data} | {' '.join(f'{k}={v}' for k, v in key) or '-'} | "
                     f"{', '.join(str(_seed_of(r.get('set', []))) for r in runs)} | {mean['intent_accuracy']:.2f} | "
                     f"{mean['slot_f1']:.2f} | {mean['exact_match']:.2f} | {min(ems):.2f}-{max(ems):.2f} |")
     return "\n".join(rows)

@@ -73,15 +73,6 @@ def test_recipe_script_scores_both_decoders(tmp_path: Path, tiny_encoder: str, g
     assert scored["n_test"] == 10 and set(scored["test"]) == {"viterbi", "argmax"}
 
 
-def _recipe_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nlu_recipe_bench", REPO / "benchmarks" / "nlu_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run(sets: list[str], em: float, f1: float = 95.0, data: str = "/tmp/snips") -> dict:
     dev = {"intent_accuracy": 98.0, "slot_f1": f1, "exact_match": em}
     return {"name": "x", "data": data, "set": sets, "epochs_run": 6, "best_epoch": 6,
@@ -89,7 +80,9 @@ def _run(sets: list[str], em: float, f1: float = 95.0, data: str = "/tmp/snips")
 
 
 def test_seed_means_group_runs_of_one_recipe_whatever_their_seed_and_spelling(tmp_path: Path) -> None:
-    recipe = _recipe_module()
+    from tests.conftest import load_step_module
+
+    recipe = load_step_module("benchmarks/nlu_recipe.py")
     results = tmp_path / "results.jsonl"
     records = [
         _run(["lr=2e-4", "lr=3e-4", "layer_lr_decay=0.85", "progress_every_s=300"], 91.0, 96.0),
