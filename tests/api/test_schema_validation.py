@@ -24,7 +24,9 @@ def train_schema_model(tmp: Path) -> tuple[Path, dict]:
     frame, _ = validate_table(raw, schema)
     model = train.build_pipeline(schema, train.make_estimator(train.TabularParams(), schema.problem))
     model.fit(feature_frame(frame, schema), label_values(frame, schema))
-    mlflow.sklearn.save_model(model, str(tmp / "model"), skops_trusted_types=train.SKOPS_TRUSTED_TYPES)
+    # pip_requirements given: inferring them runs a subprocess (~6 s) and the API never reads them
+    mlflow.sklearn.save_model(model, str(tmp / "model"), skops_trusted_types=train.SKOPS_TRUSTED_TYPES,
+                              pip_requirements=["scikit-learn"])
     return tmp / "model", {"schema": with_training_categories(schema, frame).to_dict(), "problem": schema.problem}
 
 

@@ -46,7 +46,7 @@ def tabular_production(paths: StatePaths, train: pd.DataFrame, tmp_path: Path) -
     features = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(train[features].astype(float), train["exited"])
     recorded = f1_score(train["exited"], model.predict(train[features].astype(float)))
-    mlflow.sklearn.save_model(model, tmp_path / "sk")
+    mlflow.sklearn.save_model(model, tmp_path / "sk", pip_requirements=["scikit-learn"])  # no 6 s inference
     deploy(ModelStore(paths.models_dir), "attrition_model-v1", tmp_path / "sk", "f1", recorded)
     return recorded
 
@@ -135,7 +135,7 @@ def test_nlu_drift_and_performance(paths: StatePaths, tmp_path: Path) -> None:
     ref_file = paths.ingested_dir / "drift_reference.jsonl"
     write_jsonl(reference, ref_file)
     write_jsonl(reference + new, paths.finaldata_jsonl)
-    mlflow.pyfunc.save_model(tmp_path / "nlu", python_model=ConstantNlu())
+    mlflow.pyfunc.save_model(tmp_path / "nlu", python_model=ConstantNlu(), pip_requirements=["mlflow"])
     deploy(ModelStore(paths.models_dir), "nlu_query_model-v1", tmp_path / "nlu", "exact_match", 0.8)
     cfg = load_config(["task=nlu", f"paths.state_dir={paths.state_dir}"])
     outcome = run_drift_check(cfg, paths, ref_file, paths.finaldata_jsonl, None, "t")
