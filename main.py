@@ -42,6 +42,7 @@ from utils.pipeline.stale_runs import owner_tags  # noqa: E402
 from utils.pipeline.step_config import write_step_config  # noqa: E402
 from utils.pipeline.tracking import is_tracking_server  # noqa: E402
 from utils.pipeline.tracking_server import mask_uri  # noqa: E402
+from utils.tick.tick_lock import LockBusy, hand_chain_lock  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
@@ -350,8 +351,6 @@ def record_model(cfg: DictConfig, paths: StatePaths) -> None:
 
 
 def run_chain(cfg: DictConfig) -> int:
-    import mlflow
-
     try:
         model_name = check_model_name(cfg.task.model_name)
     except ModelNameError as exc:
@@ -363,7 +362,29 @@ def run_chain(cfg: DictConfig) -> int:
     paths = shared.model(model_name)
     validate_step_configs(steps, cfg, paths)
     note_failure_context(cfg, paths)
+    wait_s = lock_wait_s(cfg)
     shared.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with hand_chain_lock(shared.lock_file, " ".join(sys.argv), wait_s):
+            return run_steps(cfg, steps, shared, paths)
+    except LockBusy as exc:
+        raise PipelineError(f"{exc}; run this chain again when it has finished (waited {wait_s:.0f} s, "
+                            "main.lock_wait_s), or give it its own paths.state_dir") from None
+
+
+def lock_wait_s(cfg: DictConfig) -> float:
+    """main.lock_wait_s, checked before anything waits on it."""
+    value = cfg.main.get("lock_wait_s", 60)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"main.lock_wait_s: expected seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def run_steps(cfg: DictConfig, steps: list[Step], shared: StatePaths, paths: StatePaths) -> int:
+    """The chain itself, under the pipeline lock: tracking, each step (or its reused run), summary."""
+    import mlflow
+
+    names = [s.name for s in steps]
     migrate_legacy_layout(shared)
     record_model(cfg, shared)
     uri, experiment_id = tracking_setup(cfg, paths)

@@ -1,7 +1,8 @@
 """One pipeline run at a time: `${state_dir}/fullprocess.lock`, and what to do with a stale one.
 
-The lock is filelock's FileLock (flock(2)), the same lock the API's retrain jobs take on
-the same file, so a tick and an API retrain never run the chain together. The kernel drops
+The lock is filelock's FileLock (flock(2)), the same lock the API's retrain jobs,
+``manage.py retrain`` and main.py itself take on the same file, so no two of them run a chain
+together (main.py skips it when whoever started it holds it: the tick's own chain). The kernel drops
 an flock when its process dies, so a dead holder can never block the next tick. What this
 module adds for a cron job:
 
@@ -92,13 +93,58 @@ def chain_lock(path: Path, command: str) -> Iterator[None]:
         lock.release()
 
 
+def held_by_this_chain(holder: Holder | None) -> bool:
+    """The holder is this process or one that started it: a tick, an API retrain job or
+    ``manage.py retrain`` running this chain, which already holds the lock for it."""
+    if holder is None or not holder.pid or holder.host not in (None, socket.gethostname()):
+        return False
+    import psutil   # here, not at the top: a no-op tick never needs it
+
+    try:
+        me = psutil.Process()
+        return holder.pid == me.pid or any(parent.pid == holder.pid for parent in me.parents())
+    except psutil.Error:
+        return False
+
+
+@contextmanager
+def hand_chain_lock(path: Path, command: str, wait_s: float) -> Iterator[None]:
+    """The pipeline lock for main.py: a chain started by hand runs alone, like the tick's.
+
+    Held by whoever started this chain (``held_by_this_chain``): nothing more to take. Held by
+    another run: wait up to ``wait_s`` (a tick that finds nothing to do lets go within seconds),
+    then LockBusy naming the holder.
+    """
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = read_holder(path)
+        if held_by_this_chain(holder):
+            yield
+            return
+        log.info("waiting up to %.0f s for %s: held by %s", wait_s, path, describe_holder(holder))
+        try:
+            lock.acquire(timeout=wait_s)
+        except Timeout:
+            raise LockBusy(f"another pipeline run holds {path}: {describe_holder(read_holder(path))}") from None
+    try:
+        write_holder(path, command)
+        yield
+    finally:
+        clear_holder(path)
+        lock.release()
+
+
 def describe_holder(holder: Holder | None) -> str:
-    """Who holds the lock, for people: a cron tick, an API retrain job, a manual retrain, another process."""
+    """Who holds the lock, for people: a cron tick, an API retrain job, a manual retrain, a chain
+    started by hand, another process."""
     if holder is None:
         return "holder unknown"
     command = str(holder.command or "")
     kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in command
-            else "a manual retrain (manage.py)" if "manage.py" in command else "another process")
+            else "a manual retrain (manage.py)" if "manage.py" in command
+            else "a chain started by hand (main.py)" if "main.py" in command else "another process")
     return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
 
 
@@ -229,8 +275,8 @@ class TickLock:
                     log.info("another pipeline run holds %s (no holder record): "
                              "nothing to do", self.path)
                 else:
-                    log.info("another tick (pid %s on %s, started %.0f s ago) holds %s: nothing to do",
-                             holder.pid, holder.host, holder.age_s, self.path)
+                    log.info("%s on %s holds %s: nothing to do", describe_holder(holder), holder.host,
+                             self.path)
                 return False
             try:
                 lock.acquire(timeout=30)   # the kernel releases it once the holder is gone
