@@ -73,10 +73,12 @@ def log_forecast_model(fitted: fm.FittedForecaster, registered_model_name: str |
             pip_requirements=pip_requirements(), registered_model_name=registered_model_name)
 
 
-def train_forecast(task: Any, training: dict[str, Any], data_path: Path) -> tuple[Any, dict[str, float]]:
+def train_forecast(task: Any, training: dict[str, Any], data_path: Path,
+                   progress_every_s: float = 0.0) -> tuple[Any, dict[str, float]]:
     """Validate, fit on all data, log and register; (model info, validation metrics)."""
     from omegaconf import OmegaConf
 
+    from utils.models.lgbm_progress import fit_progress
     from utils.pipeline.tracking import flatten
 
     params: fm.ForecastParams = OmegaConf.to_object(OmegaConf.merge(
@@ -85,7 +87,8 @@ def train_forecast(task: Any, training: dict[str, Any], data_path: Path) -> tupl
     cols = columns_of(frame, task)
     log.info("forecast training on %d series x %d rows; statics %s, dynamic %s, flags %s",
              frame[cols.series].nunique(), len(frame), cols.statics, cols.numeric, cols.flags)
-    report = validation_report(frame, cols, params, task.group_column)
+    with fit_progress("forecast validation fit", progress_every_s):
+        report = validation_report(frame, cols, params, task.group_column)
     model, base = f"{fm.MODEL_COLUMN}_", f"{fm.BASELINE_COLUMN}_"
     metrics = {k.removeprefix(model): v for k, v in report["metrics"].items() if k.startswith(model)}
     metrics.update({f"baseline_{k.removeprefix(base)}": v for k, v in report["metrics"].items()
@@ -97,6 +100,7 @@ def train_forecast(task: Any, training: dict[str, Any], data_path: Path) -> tupl
     mlflow.log_dict(report, "validation_report.json")
     log.info("validation (last %d days): model wmape %.4f, seasonal-naive wmape %.4f",
              cols.horizon, metrics["wmape"], metrics["baseline_wmape"])
-    fitted = fm.fit(frame, cols, params)
+    with fit_progress("forecast final fit", progress_every_s):
+        fitted = fm.fit(frame, cols, params)
     info = log_forecast_model(fitted, registered_model_name=task.model_name)
     return info, metrics

@@ -266,7 +266,8 @@ def go(config: TrainingConfig) -> int:
         from forecast_training import train_forecast  # 02_training/
 
         try:
-            info, metrics = train_forecast(task, config.training, data_path)
+            info, metrics = train_forecast(task, config.training, data_path,
+                                           float(config.logging.progress_every_s))
         except ValueError as exc:  # too little history for the horizon, etc.
             log.error("cannot train on %s: %s", data_path, exc)
             return 2

@@ -58,7 +58,8 @@ def go(config: ScoringConfig) -> int:
             from utils.models.forecast_scoring import score_forecast
 
             report = score_forecast(store.model_dir(version), paths.dataset(task.name), test_path, task,
-                                    config.scoring.backtest_windows, config.scoring.refit)
+                                    config.scoring.backtest_windows, config.scoring.refit,
+                                    float(config.logging.progress_every_s))
         else:
             report = score_nlu(store.model_dir(version), test_path, config.scoring.batch_size,
                                config.logging.progress_every_s, "step model_scoring")

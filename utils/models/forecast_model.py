@@ -145,11 +145,12 @@ def request_frame(frame: pd.DataFrame, cols: Columns) -> pd.DataFrame:
 
 def make_forecaster(params: ForecastParams, cols: Columns) -> Any:
     """An unfitted MLForecast with the global LightGBM (Tweedie) and the lag features."""
-    import lightgbm as lgb
     from mlforecast import MLForecast
     from mlforecast.lag_transforms import RollingMean, SeasonalRollingMean
 
-    model = lgb.LGBMRegressor(
+    from utils.models.lgbm_progress import ProgressLGBMRegressor   # LightGBM + progress lines
+
+    model = ProgressLGBMRegressor(
         objective="tweedie", tweedie_variance_power=cols.tweedie_power, n_estimators=params.n_estimators,
         learning_rate=params.learning_rate, num_leaves=params.num_leaves,
         min_child_samples=params.min_child_samples, colsample_bytree=params.feature_fraction,

@@ -61,15 +61,18 @@ def holdout(model_dir: Path, fitted: fm.FittedForecaster, test_path: Path, task:
 
 
 def score_forecast(model_dir: Path, dataset: Path, test_path: Path, task: Any, windows: int,
-                   refit: bool = True) -> dict[str, Any]:
+                   refit: bool = True, progress_every_s: float = 0.0) -> dict[str, Any]:
     """Backtest + hold-out report; ``metrics`` holds floats only (the store's scores.json)."""
+    from utils.models.lgbm_progress import fit_progress
+
     fitted = fm.FittedForecaster.load(bundle_dir(model_dir))
     cols, params = fitted.cols, fitted.params
     frame = read_dataset(dataset, task)
     if frame.empty:
         raise ValueError(f"no ingested dataset at {dataset}: run data_ingestion first")
     df = fm.model_frame(frame, cols, fm.covariate_means(frame, cols), fitted.categories)
-    cv = fm.backtest(df, cols, params, windows=windows, refit=refit)
+    with fit_progress("forecast backtest", progress_every_s, fits=windows if refit else 1):
+        cv = fm.backtest(df, cols, params, windows=windows, refit=refit)
     group = task.group_column if task.group_column in cols.statics else None
     report = forecast_report(cv, df, [fm.MODEL_COLUMN, fm.BASELINE_COLUMN], cols.tweedie_power, group_col=group)
     metrics = _rename(report["metrics"])
