@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -374,9 +375,12 @@ def run_chain(cfg: DictConfig) -> int:
 
 def lock_wait_s(cfg: DictConfig) -> float:
     """main.lock_wait_s, checked before anything waits on it."""
+    import math
+
     value = cfg.main.get("lock_wait_s", 60)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"main.lock_wait_s: expected seconds >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400 \
+            or not math.isfinite(value):
+        raise ConfigError(f"main.lock_wait_s: expected seconds in [0, 86400], got {value!r}")
     return float(value)
 
 
@@ -559,6 +563,12 @@ def go(cfg: DictConfig) -> int:
     return code
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    """SIGTERM (kill, systemctl stop, a job runner) as Ctrl-C: MLflow then stops the running step
+    and marks it FAILED, and the pipeline lock's record is cleared, instead of an orphaned step."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == "__main__":
     from utils.pipeline.cli_help import help_requested, help_text
     from utils.pipeline.failures import run_hydra_entry
@@ -567,5 +577,11 @@ if __name__ == "__main__":
         print(help_text(kind, REPO_ROOT, [a for a in sys.argv[1:] if not a.startswith("-")]))
         sys.exit(0)
 
-    run_hydra_entry(go)   # disk full, read-only state dir, corrupt DB, server down: one line
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        run_hydra_entry(go)   # disk full, read-only state dir, corrupt DB, server down: one line
+    except KeyboardInterrupt as stop:
+        print(f"error: interrupted ({stop or 'SIGINT'}): the running step was stopped and marked FAILED; "
+              "production is unchanged unless model_deployment had finished", file=sys.stderr)
+        sys.exit(130)
     sys.exit(max(EXIT_CODES, default=1))

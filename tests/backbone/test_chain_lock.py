@@ -3,6 +3,7 @@ retrain jobs and `manage.py retrain`: a chain started by hand never runs beside 
 the same state dir; one started by a lock holder (the tick's chain) runs under its lock."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_main
+from tests.conftest import REPO_ROOT, copy_embedded_tabular, run_main
 from utils.tick.tick_lock import LockBusy, hand_chain_lock, lock_held, read_holder
 
 PYTHON = sys.executable
@@ -114,9 +115,68 @@ def test_main_py_beside_a_tick_exits_1_in_one_line_and_writes_nothing(tmp_path):
     assert not (state / "mlflow.db").exists() and not (state / "models").exists()   # logs/: Hydra's own
 
 
-@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("soon", "'soon'")])
+@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("soon", "'soon'"), ("inf", "inf"), ("nan", "nan")])
 def test_a_bad_lock_wait_is_a_config_error(tmp_path, value, shown):
     proc = run_main(f"main.lock_wait_s={value}", state_dir=tmp_path / "state", check=False, timeout=120)
     assert proc.returncode == 2
-    assert f"main.lock_wait_s: expected seconds >= 0, got {shown}" in proc.stderr.strip().splitlines()[-1]
+    assert f"main.lock_wait_s: expected seconds in [0, 86400], got {shown}" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "state" / "fullprocess.lock").exists()
+
+
+FORGED = """
+import json, socket, sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1], timeout=0)
+lock.acquire()
+with open(sys.argv[1], "w") as fh:   # a tick that is pid 1 of its container, same host name
+    json.dump({"pid": 1, "host": socket.gethostname(), "started": time.time(), "command": "/app/fullprocess.py"}, fh)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_holder_that_is_pid_1_elsewhere_is_not_this_chains_parent(tmp_path):
+    """pid 1 is every process's ancestor: a record naming it (a tick run as a container's entry
+    point, `--network host` sharing the host name) must not let an unrelated chain in."""
+    lock = tmp_path / "fullprocess.lock"
+    script = tmp_path / "forged_holder.py"
+    script.write_text(FORGED)
+    proc = subprocess.Popen([PYTHON, str(script), str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy):
+            with hand_chain_lock(lock, "python main.py", wait_s=0):
+                pytest.fail("ran beside another namespace's tick")
+    finally:
+        stop(proc)
+
+
+def test_sigterm_stops_the_running_step_and_clears_the_lock(tmp_path):
+    """kill / systemctl stop on a chain started by hand: no orphaned step, no stale record."""
+    import psutil
+
+    state, source = tmp_path / "state", tmp_path / "src"
+    copy_embedded_tabular(source)
+    log = (tmp_path / "chain.err").open("w")
+    proc = subprocess.Popen([PYTHON, str(REPO_ROOT / "main.py"), f"paths.state_dir={state}", f"data.source_dir={source}",
+                             "diagnostics.pypi_url=null", "main.reuse_runs=false"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline, steps = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not steps:     # a step process is running under it
+            steps = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                     if any(a.endswith((".py")) and "main.py" not in a for a in c.cmdline())]
+            time.sleep(0.2)
+        assert steps, "no step started"
+        assert read_holder(state / "fullprocess.lock").pid == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "chain.err").read_text()
+    assert err.strip().splitlines()[-1].startswith("error: interrupted (SIGTERM): the running step was stopped")
+    assert "Traceback" not in err
+    gone, alive = psutil.wait_procs(steps, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert read_holder(state / "fullprocess.lock") is None and not lock_held(state / "fullprocess.lock")

@@ -155,7 +155,7 @@ def delete(paths: StatePaths, name: str, tracking_uri: str | None, default_model
 
 
 def require_no_chain(paths: StatePaths, name: str, action: str) -> None:
-    """ModelBusy while a chain (tick, API retrain job, manual retrain) holds the pipeline lock:
+    """ModelBusy while a chain (tick, API retrain job, manual retrain, main.py) holds the pipeline lock:
     it may be training or deploying this model, and would recreate what ``action`` removes."""
     from utils.tick.tick_lock import describe_holder, lock_held, read_holder
 

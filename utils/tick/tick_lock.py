@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
+#: Set by a holder for the processes it starts (its chain): a chain whose environment carries the
+#: token in the lock's record runs under that lock. Unlike pid ancestry, it cannot match a holder in
+#: another pid namespace (a container's pid 1 is every process's ancestor there) or a reused pid.
+TOKEN_ENV = "MLOPS_PIPELINE_LOCK_TOKEN"
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -41,6 +47,7 @@ class Holder:
     host: str | None
     age_s: float
     command: str = ""
+    token: str = ""
 
 
 def read_holder(path: Path) -> Holder | None:
@@ -52,23 +59,28 @@ def read_holder(path: Path) -> Holder | None:
     if not isinstance(raw, dict):
         return None
     return Holder(raw.get("pid"), raw.get("host"), time.time() - float(raw.get("started", time.time())),
-                  str(raw.get("command", "")))
+                  str(raw.get("command", "")), str(raw.get("token", "")))
 
 
 def write_holder(path: Path, command: str) -> None:
     """Record who holds the lock (call only while holding it): a waiting tick or a dry run can
     then name the holder instead of "holder unknown"."""
+    from utils.pipeline.tracking_server import mask_uri
+
+    token = uuid.uuid4().hex
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-              "command": command[:500]}
+              "command": mask_uri(command)[:500], "token": token}
     with open(path, "r+") as fh:   # no O_TRUNC at open: truncate only once we hold it
         fh.truncate(0)
         fh.write(json.dumps(record))
+    os.environ[TOKEN_ENV] = token   # inherited by the chain this holder starts
 
 
 def clear_holder(path: Path) -> None:
     """Empty the record before releasing: a record left behind means its holder died."""
     with open(path, "r+") as fh:
         fh.truncate(0)
+    os.environ.pop(TOKEN_ENV, None)
 
 
 class LockBusy(Exception):
@@ -94,17 +106,9 @@ def chain_lock(path: Path, command: str) -> Iterator[None]:
 
 
 def held_by_this_chain(holder: Holder | None) -> bool:
-    """The holder is this process or one that started it: a tick, an API retrain job or
-    ``manage.py retrain`` running this chain, which already holds the lock for it."""
-    if holder is None or not holder.pid or holder.host not in (None, socket.gethostname()):
-        return False
-    import psutil   # here, not at the top: a no-op tick never needs it
-
-    try:
-        me = psutil.Process()
-        return holder.pid == me.pid or any(parent.pid == holder.pid for parent in me.parents())
-    except psutil.Error:
-        return False
+    """The holder started this chain (a tick, an API retrain job or ``manage.py retrain``, which
+    already hold the lock for it): its record's token is in this process's environment."""
+    return bool(holder and holder.token) and os.environ.get(TOKEN_ENV) == holder.token
 
 
 @contextmanager
@@ -123,7 +127,8 @@ def hand_chain_lock(path: Path, command: str, wait_s: float) -> Iterator[None]:
         if held_by_this_chain(holder):
             yield
             return
-        log.info("waiting up to %.0f s for %s: held by %s", wait_s, path, describe_holder(holder))
+        if wait_s > 0:
+            log.info("waiting up to %.0f s for %s: held by %s", wait_s, path, describe_holder(holder))
         try:
             lock.acquire(timeout=wait_s)
         except Timeout:
@@ -142,9 +147,11 @@ def describe_holder(holder: Holder | None) -> str:
     if holder is None:
         return "holder unknown"
     command = str(holder.command or "")
-    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in command
+    # the script (argv[0], or after "python"), not any word: an override may name "fullprocess"
+    program = next((Path(word).name for word in command.split()[:2] if word.endswith(".py")), "")
+    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in program
             else "a manual retrain (manage.py)" if "manage.py" in command
-            else "a chain started by hand (main.py)" if "main.py" in command else "another process")
+            else "a chain started by hand (main.py)" if program == "main.py" else "another process")
     return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
 
 
@@ -288,8 +295,9 @@ class TickLock:
             stale = read_holder(self.path)   # holders clear their record before releasing
             if stale is not None and stale.pid != os.getpid():
                 self.broken = stale
-                log.warning("broke a stale tick lock %s left by pid %s on %s (%.0f s old): that tick died "
-                            "without releasing it", self.path, stale.pid, stale.host, stale.age_s)
+                log.warning("broke a stale tick lock %s left by pid %s on %s (%.0f s old): %s died "
+                            "without releasing it", self.path, stale.pid, stale.host, stale.age_s,
+                            describe_holder(stale).split(" (pid")[0])
         self._lock = lock
         self._write_record()
         return True
@@ -302,7 +310,8 @@ class TickLock:
             return False
         if not pid_alive(holder.pid):
             return True
-        if "fullprocess" not in cmdline(holder.pid) and Path("/proc").is_dir():
+        if not describe_holder(holder).startswith("a cron tick") or (
+                "fullprocess" not in cmdline(holder.pid) and Path("/proc").is_dir()):
             log.error("tick lock %s is %.0f s old but pid %d is not a tick; leaving it", self.path,
                       holder.age_s, holder.pid)
             return False
