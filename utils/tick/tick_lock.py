@@ -97,6 +97,13 @@ def chain_lock(path: Path, command: str) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise LockBusy(f"another pipeline run holds {path}") from None
+    with _recorded(lock, path, command):
+        yield
+
+
+@contextmanager
+def _recorded(lock: FileLock, path: Path, command: str) -> Iterator[None]:
+    """A lock just taken: its holder recorded while held, the record cleared before release."""
     try:
         write_holder(path, command)
         yield
@@ -133,12 +140,8 @@ def hand_chain_lock(path: Path, command: str, wait_s: float) -> Iterator[None]:
             lock.acquire(timeout=wait_s)
         except Timeout:
             raise LockBusy(f"another pipeline run holds {path}: {describe_holder(read_holder(path))}") from None
-    try:
-        write_holder(path, command)
+    with _recorded(lock, path, command):
         yield
-    finally:
-        clear_holder(path)
-        lock.release()
 
 
 def describe_holder(holder: Holder | None) -> str:
