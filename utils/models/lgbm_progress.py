@@ -24,6 +24,7 @@ from utils.pipeline.progress import CountProgress, duration
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class _Block:
     label: str

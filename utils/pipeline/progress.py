@@ -26,7 +26,7 @@ class CountProgress:
     rate and the ETA once ``every_s`` has passed since the last line (0: never). Reads only the clock."""
 
     def __init__(self, label: str, total: int, unit: str, every_s: float = 30.0) -> None:
-        self.label, self.total, self.unit, self.every_s = label, max(1, total), unit, every_s
+        self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
         self.started = self.last = time.perf_counter()
 
     def due(self, done: int) -> float | None:
@@ -52,7 +52,6 @@ class BatchProgress(CountProgress):
 
     def __init__(self, label: str, total: int, batch_size: int, every_s: float = 30.0) -> None:
         super().__init__(label, total, "examples", every_s)
-        self.total = total
         self.batch_size = max(1, batch_size)
 
     def update(self, done: int) -> None:

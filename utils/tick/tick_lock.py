@@ -144,18 +144,25 @@ def hand_chain_lock(path: Path, command: str, wait_s: float) -> Iterator[None]:
         yield
 
 
-def describe_holder(holder: Holder | None) -> str:
-    """Who holds the lock, for people: a cron tick, an API retrain job, a manual retrain, a chain
+CRON_TICK = "a cron tick"
+
+
+def holder_kind(holder: Holder) -> str:
+    """What kind of run holds the lock: a cron tick, an API retrain job, a manual retrain, a chain
     started by hand, another process."""
-    if holder is None:
-        return "holder unknown"
     command = str(holder.command or "")
     # the script (argv[0], or after "python"), not any word: an override may name "fullprocess"
     program = next((Path(word).name for word in command.split()[:2] if word.endswith(".py")), "")
-    kind = ("an API retrain job" if "api.jobrunner" in command else "a cron tick" if "fullprocess" in program
+    return ("an API retrain job" if "api.jobrunner" in command else CRON_TICK if "fullprocess" in program
             else "a manual retrain (manage.py)" if "manage.py" in command
             else "a chain started by hand (main.py)" if program == "main.py" else "another process")
-    return f"{kind} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
+
+
+def describe_holder(holder: Holder | None) -> str:
+    """Who holds the lock, for people: its kind, pid and how long it has held it."""
+    if holder is None:
+        return "holder unknown"
+    return f"{holder_kind(holder)} (pid {holder.pid}, held for {holder.age_s:.0f} s)"
 
 
 def lock_held(path: Path) -> bool:
@@ -300,7 +307,7 @@ class TickLock:
                 self.broken = stale
                 log.warning("broke a stale tick lock %s left by pid %s on %s (%.0f s old): %s died "
                             "without releasing it", self.path, stale.pid, stale.host, stale.age_s,
-                            describe_holder(stale).split(" (pid")[0])
+                            holder_kind(stale))
         self._lock = lock
         self._write_record()
         return True
@@ -313,7 +320,7 @@ class TickLock:
             return False
         if not pid_alive(holder.pid):
             return True
-        if not describe_holder(holder).startswith("a cron tick") or (
+        if holder_kind(holder) != CRON_TICK or (
                 "fullprocess" not in cmdline(holder.pid) and Path("/proc").is_dir()):
             log.error("tick lock %s is %.0f s old but pid %d is not a tick; leaving it", self.path,
                       holder.age_s, holder.pid)
