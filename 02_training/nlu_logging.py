@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 PYFUNC_FILE = HERE / "nlu_pyfunc.py"
 # What the logged model imports at load time (copied into its code/ folder, put on sys.path).
-CODE_PATHS = [HERE / "nlu_model.py", HERE / "nlu_onnx.py", REPO_ROOT / "utils" / "data" / "nlu_data.py",
+CODE_PATHS = [HERE / "nlu_model.py", HERE / "nlu_onnx.py", HERE / "nlu_int8.py", REPO_ROOT / "utils" / "data" / "nlu_data.py",
               REPO_ROOT / "utils" / "models" / "bio_decode.py"]
 EXAMPLE_TEXTS = [
     "monthly rainfall in northern Kenya 2015 to 2020 as geotiff",
@@ -100,17 +100,21 @@ def _export_onnx(trained: Any, bundle: Path) -> None:
 
 def log_nlu_model(
     trained: Any, name: str = "model", registered_model_name: str | None = None,
-    input_texts: Sequence[str] = EXAMPLE_TEXTS, **log_kwargs: Any,
+    input_texts: Sequence[str] = EXAMPLE_TEXTS, int8_dev: Sequence[Any] | None = None, **log_kwargs: Any,
 ) -> mlflow.models.model.ModelInfo:
     """Log ``trained`` (a TrainedNlu) to the active run as a pyfunc that loads anywhere.
 
-    The bundle (weights, tokenizer, encoder config, labels) is the ``bundle`` artifact;
-    nlu_model.py and nlu_data.py go as ``code_paths``. Extra ``log_kwargs`` go to
+    The bundle (weights, tokenizer, encoder config, labels, the ONNX graph) is the ``bundle``
+    artifact; nlu_model.py and nlu_data.py go as ``code_paths``. With ``int8_dev`` (the dev
+    examples), an int8 graph is built and kept when it passes its check on them (nlu_int8.py; the
+    numbers are logged as ``int8_*`` metrics). Extra ``log_kwargs`` go to
     ``mlflow.pyfunc.log_model`` (e.g. ``metadata``).
     """
     with tempfile.TemporaryDirectory(prefix="nlu_bundle_") as tmp:
         bundle = _nlu_model().save_bundle(trained, Path(tmp) / "bundle")
         _export_onnx(trained, bundle)
+        if int8_dev is not None:
+            _int8(trained, bundle, int8_dev)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
@@ -122,6 +126,17 @@ def log_nlu_model(
             registered_model_name=registered_model_name,
             **log_kwargs,
         )
+
+
+def _int8(trained: Any, bundle: Path, dev: Sequence[Any]) -> None:
+    """The checked int8 graph beside the fp32 one (nlu_int8.py); its check's numbers as metrics."""
+    import nlu_int8
+
+    report = nlu_int8.build_checked(_nlu_model(), trained, bundle, dev)
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({f"int8_{k}": float(report[k]) for k in
+                            ("dev_exact_match_fp32", "dev_exact_match_int8", "exact_match_drop", "served")
+                            if k in report})
 
 
 def mlflow_epoch_logger(prefix: str = "") -> Any:

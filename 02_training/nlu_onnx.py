@@ -131,6 +131,10 @@ class OrtJointModel(nn.Module):
     """ONNX Runtime sessions behind the JointIntentSlotModel interface (forward -> logits dict):
     one for small calls, one for batches (see the module docstring; one when both counts agree)."""
 
+    # a call's fixed cost in tokens of compute: nlu_model.length_chunks cuts a batch by length
+    # when that computes fewer padding tokens (measured: benchmarks/nlu_latency.py)
+    run_cost_tokens = 32
+
     def __init__(self, onnx_path: str | Path, threads: int | None = None, reference: nn.Module | None = None,
                  batch_threads: int | None = None) -> None:
         super().__init__()
@@ -149,11 +153,14 @@ class OrtJointModel(nn.Module):
         """The reference model's CRF transitions (not part of the graph: decoding adds them)."""
         return self._crf_scores
 
-    def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> dict[str, Any]:
+    def forward(self, input_ids: Any, attention_mask: Any, call_rows: int | None = None, **_: Any) -> dict[str, Any]:
         """Logits as numpy arrays: the caller's softmax and decoding then stay in numpy. A torch
         op on these tiny tensors wakes torch's intra-op thread pool, which cost up to ~15 ms per
-        single query on a busy 2-core machine, more than the graph itself."""
-        session = self.batch_session if input_ids.shape[0] >= BATCH_ROWS else self.session
+        single query on a busy 2-core machine, more than the graph itself. ``call_rows``: the
+        rows of the whole call this batch is part of (nlu_model.length_chunks cuts a call of 64
+        into short batches: they stay on the batch session)."""
+        rows = input_ids.shape[0] if call_rows is None else max(call_rows, input_ids.shape[0])
+        session = self.batch_session if rows >= BATCH_ROWS else self.session
         intent, slots = session.run(None, {"input_ids": _numpy(input_ids), "attention_mask": _numpy(attention_mask)})
         return {"intent_logits": intent, "slot_logits": slots}
 

@@ -30,14 +30,20 @@ def _import_nlu_model() -> Any:
 
 
 def _fast(nlu: Any, trained: Any, bundle: str) -> Any:
-    """The ONNX Runtime path (checked identical to torch at load), unless turned off or absent."""
+    """The ONNX Runtime path (checked identical to torch at load), unless turned off or absent;
+    its int8 graph when the bundle has one that passed its dev check (nlu_int8.py)."""
     if os.environ.get(FAST_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return trained
     try:
         import nlu_onnx
     except ImportError:   # a model logged before nlu_onnx.py travelled with it
         return trained
-    return nlu_onnx.load_fast(nlu, trained, bundle)
+    fast = nlu_onnx.load_fast(nlu, trained, bundle)
+    try:
+        import nlu_int8
+    except ImportError:   # logged before int8 graphs
+        return fast
+    return nlu_int8.load_int8(nlu, fast, bundle)
 
 
 def _as_text(value: Any) -> str:

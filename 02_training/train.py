@@ -235,7 +235,8 @@ def train_nlu_task(config: TrainingConfig, data_path: Path) -> tuple[Any, dict[s
     trained = train_nlu(train, dev, params, on_epoch_end=mlflow_epoch_logger())
     metrics = {k: float(v) for k, v in trained.best_metrics.items() if isinstance(v, (int, float))}
     mlflow.log_metrics({f"val_{k.removeprefix('dev_')}": v for k, v in metrics.items()})
-    info = log_nlu_model(trained, name="model", registered_model_name=config.task.model_name)
+    info = log_nlu_model(trained, name="model", registered_model_name=config.task.model_name,
+                         int8_dev=dev if extra["int8"] else None)
     return info, metrics
 
 

@@ -97,13 +97,15 @@ def _check_nlu(params: Any, dev_fraction: Any) -> None:
 
 def training_params(task_name: str, training: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The typed, range-checked `training:` section of ``task_name`` and the extra keys
-    (NLU: ``dev_fraction``); ConfigValueError names the full key."""
+    (NLU: ``dev_fraction``, ``int8``); ConfigValueError names the full key."""
     if task_name == "tabular":
         return build_config(TabularParams, dict(training), prefix="training."), {}
     if task_name == "forecast":   # typed by forecast_training.py (ForecastParams)
         return dict(training), {}
     rest = dict(training)
-    extra = {"dev_fraction": rest.pop("dev_fraction", 0.1)}
+    extra = {"dev_fraction": rest.pop("dev_fraction", 0.1), "int8": rest.pop("int8", True)}
+    if not isinstance(extra["int8"], bool):
+        raise ConfigValueError("training.int8", "true or false", extra["int8"])
     params = build_config(_nlu_params_schema(), rest, prefix="training.")
     _check_nlu(params, extra["dev_fraction"])
     return params, extra

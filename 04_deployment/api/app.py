@@ -27,7 +27,7 @@ from api.fast_lane import HANDED_OVER, PredictionLane
 from api.jobs import JobStore
 from api.metrics import ApiMetrics
 from api.fleet import ModelFleet
-from api.settings import AppConfig, export_nlu_threads, load_app_config
+from api.settings import AppConfig, export_nlu_serving, load_app_config
 from api.request_book import RequestBook
 from api.validation import Limits, RequestError
 from utils.models.catalog import migrate_legacy_layout
@@ -78,7 +78,7 @@ def service_version() -> str:
 def build_services(config: AppConfig) -> Services:
     settings = config.settings
     metrics = ApiMetrics()
-    export_nlu_threads(settings)      # before any model loads
+    export_nlu_serving(settings)      # before any model loads
     try:
         migrate_legacy_layout(config.paths)
     except OSError as exc:   # e.g. a read-only state dir: serve what can be read

@@ -45,6 +45,7 @@ class ApiSettings:
     fast_lane: bool = True                # POST .../prediction answered by a WSGI lane in front of Flask (api/fast_lane.py)
     nlu_threads: int = 1                  # NLU (ONNX Runtime): intra-op threads per worker for calls of < 8 texts
     nlu_batch_threads: int | None = None  # ... for larger batches; None: every core the worker may use
+    nlu_int8: bool = True                 # NLU: serve a model's int8 graph when it passed its dev check (nlu_int8.py)
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413
     max_records: int = 10_000             # records/texts per /prediction request
@@ -96,13 +97,14 @@ class ApiSettings:
         return self
 
 
-def export_nlu_threads(settings: ApiSettings, environ: Any = None) -> None:
-    """api.nlu_threads / api.nlu_batch_threads as the environment the NLU pyfunc reads at load
-    (nlu_onnx.THREADS_ENV, BATCH_THREADS_ENV): a logged model takes no serving options. The
-    config wins; ``nlu_batch_threads: null`` leaves MLOPS_NLU_BATCH_THREADS as it is (unset:
-    every core)."""
+def export_nlu_serving(settings: ApiSettings, environ: Any = None) -> None:
+    """api.nlu_threads / api.nlu_batch_threads / api.nlu_int8 as the environment the NLU pyfunc
+    reads at load (nlu_onnx.THREADS_ENV, BATCH_THREADS_ENV, nlu_int8.INT8_ENV): a logged model
+    takes no serving options. The config wins; ``nlu_batch_threads: null`` leaves
+    MLOPS_NLU_BATCH_THREADS as it is (unset: every core)."""
     environ = os.environ if environ is None else environ
     environ["MLOPS_NLU_THREADS"] = str(settings.nlu_threads)
+    environ["MLOPS_NLU_INT8"] = "1" if settings.nlu_int8 else "0"
     if settings.nlu_batch_threads is not None:
         environ["MLOPS_NLU_BATCH_THREADS"] = str(settings.nlu_batch_threads)
 

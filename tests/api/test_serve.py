@@ -97,18 +97,20 @@ def test_port_range(tmp_path, value):
     assert proc.returncode == 2 and "api.port" in proc.stderr
 
 
-def test_nlu_thread_settings_reach_the_environment_the_pyfunc_reads(monkeypatch):
-    from api.settings import ApiConfigError, ApiSettings, export_nlu_threads
+def test_nlu_serving_settings_reach_the_environment_the_pyfunc_reads(monkeypatch):
+    from api.settings import ApiConfigError, ApiSettings, export_nlu_serving
 
     env = {"MLOPS_NLU_BATCH_THREADS": "3"}
-    export_nlu_threads(ApiSettings(), env)          # defaults: 1 thread; batches keep what is set
-    assert env == {"MLOPS_NLU_THREADS": "1", "MLOPS_NLU_BATCH_THREADS": "3"}
-    export_nlu_threads(ApiSettings(nlu_threads=2, nlu_batch_threads=4), env)
-    assert env == {"MLOPS_NLU_THREADS": "2", "MLOPS_NLU_BATCH_THREADS": "4"}
+    export_nlu_serving(ApiSettings(), env)          # defaults: 1 thread, int8 on; batches keep what is set
+    assert env == {"MLOPS_NLU_THREADS": "1", "MLOPS_NLU_BATCH_THREADS": "3", "MLOPS_NLU_INT8": "1"}
+    export_nlu_serving(ApiSettings(nlu_threads=2, nlu_batch_threads=4, nlu_int8=False), env)
+    assert env == {"MLOPS_NLU_THREADS": "2", "MLOPS_NLU_BATCH_THREADS": "4", "MLOPS_NLU_INT8": "0"}
     monkeypatch.syspath_prepend(str(REPO_ROOT / "02_training"))
+    import nlu_int8
     import nlu_onnx
 
     assert (nlu_onnx.THREADS_ENV, nlu_onnx.BATCH_THREADS_ENV) == ("MLOPS_NLU_THREADS", "MLOPS_NLU_BATCH_THREADS")
+    assert nlu_int8.INT8_ENV == "MLOPS_NLU_INT8"
     for bad in ({"nlu_threads": 0}, {"nlu_batch_threads": 0}):
         with pytest.raises(ApiConfigError, match="api.nlu_threads"):
             ApiSettings(**bad).validate()

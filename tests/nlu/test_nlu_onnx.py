@@ -178,3 +178,33 @@ def test_pyfunc_serves_the_fast_path_and_can_turn_it_off(fitted: dict, tmp_path:
     direct = fast.unwrap_python_model().predict_texts(texts)
     assert [d["intent"] for d in direct] == a["intent"].tolist()
     assert [d["slots"] for d in direct] == [list(s) for s in a["slots"]]
+
+
+def test_length_chunks_cut_by_length_only_where_it_saves_tokens() -> None:
+    """Every row once, in length order, at most batch_size rows a batch; fewer padded tokens
+    than fixed batches whenever a call's fixed cost is small; fixed batches at cost 0."""
+    import random
+
+    import nlu_model
+
+    rng = random.Random(3)
+    for _ in range(200):
+        lengths = [rng.randint(3, 40) for _ in range(rng.randint(1, 150))]
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        size = rng.choice([1, 4, 64])
+        fixed = nlu_model.length_chunks(order, lengths, size)
+        assert fixed == [order[s:s + size] for s in range(0, len(order), size)]
+        for cost in (1, 32, 10_000):
+            chunks = nlu_model.length_chunks(order, lengths, size, cost)
+            assert [i for c in chunks for i in c] == order and all(0 < len(c) <= size for c in chunks)
+
+            def total(cs: list) -> int:
+                return sum(len(c) * max(lengths[i] for i in c) + cost for c in cs)
+
+            assert total(chunks) <= total(fixed)
+            if cost == 10_000:      # a call costs more than any padding: as few batches as fixed ones
+                assert len(chunks) == len(fixed)
+    lengths = [5] * 32 + [30] * 32
+    order = list(range(64))
+    assert [len(c) for c in nlu_model.length_chunks(order, lengths, 64, 32)] == [32, 32]
+    assert nlu_model.length_chunks([], [], 64, 32) == []
