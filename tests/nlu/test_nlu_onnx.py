@@ -7,7 +7,6 @@ same check against a real trained MiniLM: ``python benchmarks/nlu_latency.py --b
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
