@@ -60,7 +60,7 @@ print(json.dumps({{"records": a.to_dict(orient="records"), "df_records": b.to_di
                   "modules": mods, "runtime": runtime}}))
 """
     result = run_isolated(code, tmp_path, logged_model["tracking_uri"])
-    assert result["modules"] == ["nlu_data", "nlu_model", "nlu_onnx"]
+    assert result["modules"] == ["nlu_data", "nlu_int8", "nlu_model", "nlu_onnx"]
     assert result["runtime"] == "OrtJointModel"      # the fast path, checked identical at load
     expected = nlu_model.predict(fitted["trained"], TEXTS)
     assert len(result["records"]) == len(result["df_records"]) == len(expected) == len(TEXTS)
