@@ -31,7 +31,6 @@ from utils.data.hashing import sha256_file
 from utils.models.model_store import ModelStore, version_id
 from utils.models.registry_gate import REGISTRY_METADATA_ARTIFACT
 from utils.pipeline.paths import StatePaths
-from utils.pipeline.step_config import TaskConfig
 from utils.pipeline.step_runner import run_step
 from utils.pipeline.tracking import flatten
 
