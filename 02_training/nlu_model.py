@@ -29,7 +29,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -641,13 +641,9 @@ def _predict_words(
     intents: list[str] = [""] * len(order)
     confs: list[float] = [0.0] * len(order)
     tags: list[list[str]] = [[] for _ in order]
-    run_cost = getattr(model, "run_cost_tokens", 0)
-    # a runtime (nlu_onnx.OrtJointModel) picks its session by the call's size, not the chunk's
-    call = {"call_rows": len(order)} if run_cost else {}
-    for idx in length_chunks(order, lengths, batch_size, run_cost):
-        batch = collate(data, idx, pad_id)
-        with _autocast(device, bf16):
-            out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), **call)
+    chunks = length_chunks(order, lengths, batch_size, getattr(model, "run_cost_tokens", 0))
+    batches = (collate(data, idx, pad_id) for idx in chunks)
+    for idx, out in zip(chunks, _batch_logits(model, batches, device, bf16, len(order))):
         conf, best = _intent_probabilities(out["intent_logits"])
         word_tags = decode_slots(out["slot_logits"], [data.word_starts[i] for i in idx], slot_labels,
                                  slot_decoder, crf=crf)
@@ -657,6 +653,19 @@ def _predict_words(
             tags[i] = word_tags[row]
     model.train(was_training)
     return intents, confs, tags
+
+
+def _batch_logits(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
+                  bf16: bool, call_rows: int) -> Iterator[dict[str, Any]]:
+    """Each batch's logits, in order. A runtime that runs a call's batches side by side
+    (nlu_onnx.OrtJointModel.run_batches) gets them all at once; torch runs them one by one."""
+    run_batches = getattr(model, "run_batches", None)
+    if run_batches is not None:
+        yield from run_batches([(b["input_ids"], b["attention_mask"]) for b in batches], call_rows)
+        return
+    for batch in batches:
+        with _autocast(device, bf16):
+            yield model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
 def length_chunks(order: Sequence[int], lengths: Sequence[int], batch_size: int,

@@ -1,13 +1,15 @@
 """NLU serving latency on CPU: the torch reference path vs the ONNX Runtime fast paths.
 
-All answer through the logged MLflow pyfunc, as the API calls it: the reference is today's
-call (``PyFuncModel.predict`` on a DataFrame, torch with its default threads, the fast path
-turned off with MLOPS_NLU_FAST=0); the served path is ``predict_texts`` of the same model loaded
-with ONNX Runtime (one intra-op thread for single queries, every usable core for batches:
-nlu_onnx.py): its int8 graph when that passed its dev check at logging (nlu_int8.py; the dev
-split of ``--dev``), else the fp32 graph. Also shown: the fp32 graph (identical to torch), the
-fp32 graph with every call of 64 run as one padded batch (before nlu_model.length_chunks),
-ONNX Runtime on one thread for batches too, on two threads for single queries too
+All answer through the logged MLflow pyfunc, as the API calls it: the reference is today's call
+(``PyFuncModel.predict`` on a DataFrame, torch with its default threads, the fast path turned
+off with MLOPS_NLU_FAST=0); the served path is ``predict_texts`` of the same model loaded with
+ONNX Runtime (one intra-op thread for single queries; a batch call's length batches side by
+side on every usable core: nlu_onnx.py): its int8 graph when that passed its dev check at
+logging (nlu_int8.py; the dev split of ``--dev``), else the fp32 graph. Also shown: the fp32
+graph (identical to torch), the fp32 graph with every call of 64 run as one padded batch
+(before nlu_model.length_chunks), the served graph with a call's length batches run one after
+another on a multi-threaded session (before they ran side by side on one-thread runs), ONNX
+Runtime on one thread for batches too, on two threads for single queries too
 (api.nlu_threads=2: lower latency for one caller, but two workers then contend for the same two
 cores), and torch on one thread (what thread settings alone give).
 
@@ -145,7 +147,7 @@ def slot_f1(preds: list[dict[str, Any]], gold: list[dict[str, Any]]) -> float:
 
 
 def threads_label(model: Any) -> str:
-    return f"{model.threads} thread single, {model.batch_threads} batch"
+    return f"{model.threads} thread single, batches {model.batch_threads} side by side"
 
 
 def agreement(preds: list[dict[str, Any]], other: list[dict[str, Any]]) -> int:
@@ -204,6 +206,10 @@ def main() -> int:
     if served_int8:
         paths["ONNX Runtime fp32 (identical to torch)"] = lambda t: nlu_model.predict(fp32, t)
     paths["ONNX Runtime fp32, one padded batch per call (before)"] = lambda t: nlu_model.predict(one_batch, t)
+    in_turn = ort(served.model.onnx_path.name, threads=served.model.threads, batch_threads=served.model.batch_threads)
+    in_turn.model.parallel_session = None      # a call's batches one after another, on all threads each
+    paths[f"ONNX Runtime {runtime}, batches in turn on {in_turn.model.batch_threads} threads (before)"] = \
+        lambda t: nlu_model.predict(in_turn, t)
     one_session = ort(nlu_onnx.ONNX_FILE, threads=1, batch_threads=1)
     paths["ONNX Runtime fp32, 1 thread for batches too"] = lambda t: nlu_model.predict(one_session, t)
     two_single = ort(served.model.onnx_path.name, threads=2, batch_threads=served.model.batch_threads)
@@ -241,9 +247,9 @@ def main() -> int:
     print(f"\nNLU on CPU ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}), bundle "
           f"{'given' if args.bundle else 'untrained MiniLM (built)'}, {len(texts)} test queries; medians of "
           f"{args.rounds} interleaved rounds ({args.queries} single queries, the test set in batches of 64)\n")
-    print(f"{'path':66} {'p50 ms':>7} {'p99 ms':>7} {'x p50':>6} {'batch64 texts/s':>16} {'x batch':>8}")
+    print(f"{'path':84} {'p50 ms':>7} {'p99 ms':>7} {'x p50':>6} {'batch64 texts/s':>16} {'x batch':>8}")
     for name, r in rows.items():
-        print(f"{name:66} {r['p50']:7.2f} {r['p99']:7.2f} {base['p50'] / r['p50']:6.1f} {r['batch']:16.0f} "
+        print(f"{name:84} {r['p50']:7.2f} {r['p99']:7.2f} {base['p50'] / r['p50']:6.1f} {r['batch']:16.0f} "
               f"{r['batch'] / base['batch']:8.1f}")
     result = {"rows": rows, "fp32_mismatches": mismatches, "trained_bundle": bool(args.bundle),
               "served_runtime": runtime, "int8_check": {k: v for k, v in int8_report.items() if k != "probe_answers"},

@@ -44,7 +44,7 @@ class ApiSettings:
     fast_path: bool = True                # tabular: numpy replay checked equal to scikit-learn (api/fast_tabular.py)
     fast_lane: bool = True                # POST .../prediction answered by a WSGI lane in front of Flask (api/fast_lane.py)
     nlu_threads: int = 1                  # NLU (ONNX Runtime): intra-op threads per worker for calls of < 8 texts
-    nlu_batch_threads: int | None = None  # ... for larger batches; None: every core the worker may use
+    nlu_batch_threads: int | None = None  # larger calls: batches side by side; None: every core
     nlu_int8: bool = True                 # NLU: serve a model's int8 graph when it passed its dev check (nlu_int8.py)
     timeout_s: int = 120                  # gunicorn worker timeout (a model load must fit)
     max_body_bytes: int = 1_048_576       # larger request bodies get 413

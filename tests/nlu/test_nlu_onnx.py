@@ -37,7 +37,8 @@ def bundle(fitted: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: dict, generated: list,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Single queries run on the one-thread session, batches of 64 on the two-thread one."""
+    """Single queries run on the one-thread session; a call of 64 runs its length batches side
+    by side, two at a time, on one-thread runs of that session."""
     import nlu_model
     import nlu_onnx
 
@@ -47,6 +48,7 @@ def test_same_intents_tags_and_slots_on_every_test_query(bundle: Path, fitted: d
     fast = nlu_onnx.load_fast(nlu_model, trained, bundle)
     assert isinstance(fast.model, nlu_onnx.OrtJointModel)
     assert fast.model.batch_session is not fast.model.session
+    assert fast.model.parallel_session is fast.model.session
     texts = _test_texts(generated)
     assert len(texts) > 1000
     for batch_size in (1, 64):
@@ -61,30 +63,73 @@ def _intra_op(session: Any) -> int:
     return session.get_session_options().intra_op_num_threads
 
 
-def test_small_calls_and_batches_run_on_their_own_thread_counts(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _SessionSpy:
+    """Records which session role ran each batch, and on which thread."""
+
+    def __init__(self, real: Any, name: str, calls: list[tuple[str, str]]) -> None:
+        self.real, self.name, self.calls = real, name, calls
+
+    def run(self, *args: Any) -> Any:
+        import threading
+
+        self.calls.append((self.name, threading.current_thread().name))
+        return self.real.run(*args)
+
+
+def test_small_calls_and_batches_run_on_their_own_thread_counts(bundle: Path) -> None:
     import nlu_onnx
     import torch
 
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
     model = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=1, batch_threads=2)
     assert (_intra_op(model.session), _intra_op(model.batch_session)) == (1, 2)
+    assert model.parallel_session is model.session
     for name in ("session", "batch_session"):
-        real = getattr(model, name)
-
-        class Spy:
-            def __init__(self, real: Any, name: str) -> None:
-                self.real, self.name = real, name
-
-            def run(self, *args: Any) -> Any:
-                calls.append(self.name)
-                return self.real.run(*args)
-
-        setattr(model, name, Spy(real, name))
+        setattr(model, name, _SessionSpy(getattr(model, name), name, calls))
+    model.parallel_session = _SessionSpy(model.parallel_session, "parallel_session", calls)
     for rows in (1, nlu_onnx.BATCH_ROWS - 1, nlu_onnx.BATCH_ROWS, 64):
         ids = torch.full((rows, 6), 5, dtype=torch.long)
         out = model(ids, torch.ones_like(ids))
         assert out["slot_logits"].shape[:2] == (rows, 6)
-    assert calls == ["session", "session", "batch_session", "batch_session"]
+    assert [name for name, _ in calls] == ["session", "session", "batch_session", "batch_session"]
+
+    def batches(*shapes: tuple[int, int]) -> list:
+        return [(torch.full(shape, 5, dtype=torch.long), torch.ones(shape, dtype=torch.long)) for shape in shapes]
+
+    calls.clear()
+    model.run_batches(batches((3, 4), (2, 6)), call_rows=nlu_onnx.BATCH_ROWS - 1)    # a small call
+    model.run_batches(batches((64, 9)), call_rows=64)                                 # one batch
+    assert [name for name, _ in calls] == ["session", "session", "batch_session"]
+    calls.clear()
+    model.run_batches(batches((30, 5), (20, 9), (14, 12)), call_rows=64)
+    assert [name for name, _ in calls] == ["parallel_session"] * 3
+    assert all(thread.startswith("nlu-onnx") for _, thread in calls)
+
+
+def test_batches_run_side_by_side_answer_as_each_run_alone(bundle: Path) -> None:
+    """Order kept, values equal to running each batch on its own; the pool is rebuilt after a fork."""
+    import nlu_onnx
+    import torch
+
+    model = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=1, batch_threads=3)
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for rows, length in ((1, 3), (40, 5), (7, 17), (16, 8), (2, 30)):
+        ids = torch.randint(5, 60, (rows, length), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[0, length - 1:] = 0                 # a padded row too
+        batches.append((ids, mask))
+    got = model.run_batches(batches, call_rows=66)
+    assert len(got) == len(batches)
+    for (ids, mask), out in zip(batches, got):
+        alone = nlu_onnx._run(model.session, ids, mask)
+        assert out["slot_logits"].shape[:2] == tuple(ids.shape)
+        np.testing.assert_allclose(out["slot_logits"], alone["slot_logits"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(out["intent_logits"], alone["intent_logits"], rtol=0, atol=1e-5)
+    pool = model._executor()
+    assert model._executor() is pool
+    model._pool_pid = -1                         # as seen by a forked child: its parent's threads are gone
+    assert model._executor() is not pool
 
 
 def test_thread_counts_come_from_the_environment_or_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,25 +148,63 @@ def test_thread_counts_come_from_the_environment_or_the_cores(monkeypatch: pytes
             nlu_onnx.thread_counts()
 
 
+GEVENT_PROBE = """
+from gevent import monkey
+monkey.patch_all()
+import sys, torch
+os_thread = monkey.get_original("_thread", "get_ident")     # not a greenlet's id
+sys.path.insert(0, sys.argv[2])
+import nlu_onnx
+model = nlu_onnx.OrtJointModel(sys.argv[1], threads=1, batch_threads=2)
+real, seen = model.parallel_session, []
+class Spy:
+    def run(self, *args):
+        seen.append(os_thread())
+        return real.run(*args)
+model.parallel_session = Spy()
+shapes = ((30, 5), (20, 9), (14, 12))
+batches = [(torch.full(s, 7, dtype=torch.long), torch.ones(s, dtype=torch.long)) for s in shapes]
+out = model.run_batches(batches, call_rows=64)
+assert [o["slot_logits"].shape[:2] for o in out] == list(shapes)
+print(len(seen), os_thread() not in seen)
+"""
+
+
+def test_under_gevent_batches_still_run_on_native_threads(bundle: Path) -> None:
+    """The API's default gevent workers patch threading: the batches must not become greenlets
+    on the worker's one OS thread (they would run in turn)."""
+    pytest.importorskip("gevent")
+    import subprocess
+
+    training = str(Path(__file__).resolve().parents[2] / "02_training")
+    done = subprocess.run([sys.executable, "-c", GEVENT_PROBE, str(bundle / "model.onnx"), training],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["3", "True"]
+
+
 def test_one_session_when_both_counts_agree(bundle: Path) -> None:
     import nlu_onnx
 
     model = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=2, batch_threads=2)
     assert model.batch_session is model.session and _intra_op(model.session) == 2
+    assert _intra_op(model.parallel_session) == 1
+    single = nlu_onnx.OrtJointModel(bundle / nlu_onnx.ONNX_FILE, threads=1, batch_threads=1)
+    assert single.batch_session is single.session and single.parallel_session is None   # batches in turn
 
 
 def test_a_graph_that_answers_differently_is_not_used(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nlu_model
     import nlu_onnx
 
-    real_forward = nlu_onnx.OrtJointModel.forward
+    real_run = nlu_onnx._run
 
-    def shifted(self: Any, input_ids: Any, attention_mask: Any, **kw: Any) -> dict:
-        out = real_forward(self, input_ids, attention_mask)
+    def shifted(session: Any, input_ids: Any, attention_mask: Any) -> dict:
+        out = real_run(session, input_ids, attention_mask)
         out["intent_logits"] = np.flip(out["intent_logits"], -1)      # a wrong graph
         return out
 
-    monkeypatch.setattr(nlu_onnx.OrtJointModel, "forward", shifted)
+    monkeypatch.setattr(nlu_onnx, "_run", shifted)      # every session role runs through it
     trained = nlu_model.load_bundle(bundle)
     assert nlu_onnx.load_fast(nlu_model, trained, bundle) is trained     # torch answers
 
