@@ -175,9 +175,9 @@ class OrtJointModel(nn.Module):
     def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> dict[str, Any]:
         """Logits as numpy arrays: the caller's softmax and decoding then stay in numpy. A torch
         op on these tiny tensors wakes torch's intra-op thread pool, which cost up to ~15 ms per
-        single query on a busy 2-core machine, more than the graph itself."""
-        session = self.batch_session if input_ids.shape[0] >= BATCH_ROWS else self.session
-        return _run(session, input_ids, attention_mask)
+        single query on a busy 2-core machine, more than the graph itself. One batch is a call
+        of its own rows (the session routing lives in ``run_batches``)."""
+        return self.run_batches([(input_ids, attention_mask)], call_rows=input_ids.shape[0])[0]
 
     def run_batches(self, batches: Sequence[tuple[Any, Any]], call_rows: int) -> list[dict[str, Any]]:
         """Logits of each ``(input_ids, attention_mask)`` batch of one call of ``call_rows`` texts,
